@@ -1,0 +1,35 @@
+"""FlashCore: Triton attention kernels for Llama inference.
+
+Causal GQA prefill (FlashAttention-2 style), split-K GQA decode over a KV cache, a static KV cache,
+and the seed's ``attention_with_kv_cache`` API. This package knows torch and triton, never transformers.
+"""
+import os as _os
+import sys as _sys
+
+# Triton reads TRITON_INTERPRET when a kernel is decorated, so it must be set before any kernel module loads.
+# On a machine without CUDA the kernels then run through Triton's interpreter (slow, but exact enough for tests).
+if "TRITON_INTERPRET" not in _os.environ:
+    import torch as _torch
+
+    if not _torch.cuda.is_available():
+        _os.environ["TRITON_INTERPRET"] = "1"
+        print("flashcore: CUDA is not available; running kernels through the Triton interpreter "
+              "(TRITON_INTERPRET=1)", file=_sys.stderr)
+
+from flashcore.api import attention_with_kv_cache  # noqa: E402
+from flashcore.cache import KVCache  # noqa: E402
+from flashcore.decode import decode_attention, num_splits  # noqa: E402
+from flashcore.prefill import prefill_attention  # noqa: E402
+from flashcore.reference import attention_reference  # noqa: E402
+
+INTERPRETED = _os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+__all__ = [
+    "INTERPRETED",
+    "KVCache",
+    "attention_reference",
+    "attention_with_kv_cache",
+    "decode_attention",
+    "num_splits",
+    "prefill_attention",
+]

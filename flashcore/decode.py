@@ -1,0 +1,198 @@
+"""Split-K GQA decode attention ("flash decoding") over a KV cache.
+
+A decode step has one query row per head, far too little work for one program per head to fill a GPU.
+So the key range of each (sequence, KV head) is split across NUM_SPLITS programs. Each program handles all
+GROUP_SIZE query heads of its KV head together, so every K/V byte is read once, and writes a partial output
+with its log-sum-exp; a second small kernel merges the partials.
+
+Splits take key blocks round-robin (split s reads blocks s, s + NUM_SPLITS, ...) up to the sequence's
+length, which is read on the device: the work is balanced for any length, the launch never waits on the
+host, and one launch serves every step of a CUDA graph over a static cache.
+"""
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from flashcore import _validate
+
+LOG2E = 1.4426950408889634
+DECODE_BLOCK_N = 64
+MAX_SPLITS = 64
+
+
+def num_splits(batch, kv_heads, max_len, sm_count, block_n=DECODE_BLOCK_N):
+    """How many programs share one (sequence, KV head)'s keys. Pure: a function of its arguments only.
+
+    Aim for about two waves of programs over the SMs, but give each split at least one key block and never
+    more than MAX_SPLITS (the merge reads every split).
+    """
+    for name, value in (("batch", batch), ("kv_heads", kv_heads), ("max_len", max_len),
+                        ("sm_count", sm_count), ("block_n", block_n)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    programs = batch * kv_heads
+    wanted = math.ceil(2 * sm_count / programs)
+    return max(1, min(wanted, math.ceil(max_len / block_n), MAX_SPLITS))
+
+
+@triton.jit
+def _decode_split_kernel(
+    Q, K, V, PartialOut, PartialLse, KvLens, KvStart,
+    stride_qb, stride_qh, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    kv_heads, kv_len, qk_scale_log2,
+    GROUP_SIZE: tl.constexpr, BLOCK_H: tl.constexpr,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, BLOCK_N: tl.constexpr,
+    NUM_SPLITS: tl.constexpr, HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    tl.static_assert(BLOCK_H >= GROUP_SIZE)
+    split = tl.program_id(0)
+    off_bh = tl.program_id(1)  # (sequence, KV head)
+    off_b = off_bh // kv_heads
+    off_hkv = off_bh % kv_heads
+
+    kv_hi = kv_len
+    if HAS_KV_LENS:
+        kv_hi = tl.minimum(tl.load(KvLens + off_b), kv_len)
+    kv_lo = 0
+    if HAS_KV_START:
+        kv_lo = tl.maximum(tl.load(KvStart + off_b), 0)
+
+    offs_h = tl.arange(0, BLOCK_H)  # query heads of this KV group (padded up to a dot-friendly 16)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM_PADDED)
+    mask_h = offs_h < GROUP_SIZE
+    mask_d = offs_d < HEAD_DIM
+    q_heads = off_hkv * GROUP_SIZE + offs_h
+
+    q_ptrs = Q + off_b.to(tl.int64) * stride_qb + q_heads[:, None].to(tl.int64) * stride_qh \
+        + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=mask_h[:, None] & mask_d[None, :], other=0.0)
+    k_base = K + off_b.to(tl.int64) * stride_kb + off_hkv.to(tl.int64) * stride_kh
+    v_base = V + off_b.to(tl.int64) * stride_vb + off_hkv.to(tl.int64) * stride_vh
+
+    m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_H, HEAD_DIM_PADDED], dtype=tl.float32)
+
+    first_block = kv_lo // BLOCK_N
+    for start_n in range((first_block + split) * BLOCK_N, kv_hi, NUM_SPLITS * BLOCK_N):
+        cols = start_n + offs_n
+        col_ok = (cols >= kv_lo) & (cols < kv_hi)
+        kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                     mask=col_ok[None, :] & mask_d[:, None], other=0.0)
+        qk = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale_log2
+        qk = tl.where(col_ok[None, :], qk, float("-inf"))
+        # online softmax over this split's blocks
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.math.exp2(m_i - m_safe)
+        p = tl.math.exp2(qk - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                    mask=col_ok[:, None] & mask_d[None, :], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        m_i = m_new
+
+    # Partial result, normalised within the split; a split with no keys writes zeros and lse -inf.
+    has_keys = l_i > 0.0
+    out = acc / tl.where(has_keys, l_i, 1.0)[:, None]
+    lse_log2 = tl.where(has_keys, m_i + tl.math.log2(tl.where(has_keys, l_i, 1.0)), float("-inf"))
+    row = (off_b * kv_heads * GROUP_SIZE + q_heads).to(tl.int64) * NUM_SPLITS + split  # [B, Hq, SPLITS] order
+    tl.store(PartialOut + row[:, None] * HEAD_DIM_PADDED + offs_d[None, :], out, mask=mask_h[:, None])
+    tl.store(PartialLse + row, lse_log2, mask=mask_h)
+
+
+@triton.jit
+def _decode_merge_kernel(
+    PartialOut, PartialLse, Out,
+    stride_ob, stride_oh, stride_od,
+    q_heads,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr,
+    NUM_SPLITS: tl.constexpr, SPLITS_PADDED: tl.constexpr,
+):
+    off_bh = tl.program_id(0)
+    off_b = off_bh // q_heads
+    off_h = off_bh % q_heads
+    offs_s = tl.arange(0, SPLITS_PADDED)
+    offs_d = tl.arange(0, HEAD_DIM_PADDED)
+    mask_s = offs_s < NUM_SPLITS
+    rows = off_bh.to(tl.int64) * NUM_SPLITS + offs_s
+    lse = tl.load(PartialLse + rows, mask=mask_s, other=float("-inf"))
+    parts = tl.load(PartialOut + rows[:, None] * HEAD_DIM_PADDED + offs_d[None, :], mask=mask_s[:, None], other=0.0)
+    # log-sum-exp merge: weight each split's normalised output by exp2(lse_s - max)
+    m = tl.max(lse, 0)
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    w = tl.math.exp2(lse - m_safe)
+    total = tl.sum(w, 0)
+    out = tl.sum(parts * w[:, None], 0) / tl.where(total > 0.0, total, 1.0)
+    o_ptrs = Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh + offs_d * stride_od
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=offs_d < HEAD_DIM)
+
+
+_SM_COUNT = {}
+
+
+def _sm_count(device):
+    if device.type != "cuda":
+        return 1
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNT:
+        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNT[index]
+
+
+def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=None, splits=None, out=None):
+    """One decode step: query [B, Hq, 1, D] over a cache key/value [B, Hkv, Skv, D] (Skv may be capacity).
+
+    kv_lens: optional int32 [B] on the query's device, valid cache rows per sequence (default Skv; clamped to
+        Skv). kv_start: optional int32 [B], first valid row (left padding). Neither is read on the host, so
+        the call can be captured in a CUDA graph. The query attends every valid key (it is the newest token).
+    splits: number of split-K programs per (sequence, KV head); default num_splits(B, Hkv, Skv, SM count).
+    Returns out [B, Hq, 1, D] (laid out [B, 1, Hq, D] in memory). A sequence with no valid key gives zeros.
+    """
+    batch, q_heads, kv_heads, q_len, kv_len, head_dim = _validate.check_qkv(query, key, value)
+    if q_len != 1:
+        raise ValueError(f"decode_attention takes one query row per head (query seq length 1), got {q_len}")
+    _validate.check_lengths("kv_lens", kv_lens, batch, query.device)
+    _validate.check_lengths("kv_start", kv_start, batch, query.device)
+    scale = _validate.check_scale(scale, head_dim)
+    _validate.check_out(out, query.shape, query.dtype, query.device)
+    if splits is None:
+        splits = num_splits(max(batch, 1), kv_heads, kv_len, _sm_count(query.device))
+    elif isinstance(splits, bool) or not isinstance(splits, int) or not 1 <= splits <= MAX_SPLITS:
+        raise ValueError(f"splits must be an int in [1, {MAX_SPLITS}], got {splits!r}")
+    if out is None:
+        out = torch.empty(batch, 1, q_heads, head_dim, dtype=query.dtype, device=query.device).transpose(1, 2)
+    if batch == 0:
+        return out
+
+    group = q_heads // kv_heads
+    head_dim_padded = triton.next_power_of_2(head_dim)
+    partial_out = torch.empty(batch * q_heads * splits, head_dim_padded, dtype=torch.float32, device=query.device)
+    partial_lse = torch.empty(batch * q_heads * splits, dtype=torch.float32, device=query.device)
+    on_gpu = query.device.type == "cuda"
+    _decode_split_kernel[(splits, batch * kv_heads)](
+        Q=query, K=key, V=value, PartialOut=partial_out, PartialLse=partial_lse, KvLens=kv_lens, KvStart=kv_start,
+        stride_qb=query.stride(0), stride_qh=query.stride(1), stride_qd=query.stride(3),
+        stride_kb=key.stride(0), stride_kh=key.stride(1), stride_kn=key.stride(2), stride_kd=key.stride(3),
+        stride_vb=value.stride(0), stride_vh=value.stride(1), stride_vn=value.stride(2), stride_vd=value.stride(3),
+        kv_heads=kv_heads, kv_len=kv_len, qk_scale_log2=scale * LOG2E,
+        GROUP_SIZE=group, BLOCK_H=max(16, triton.next_power_of_2(group)),
+        HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded, BLOCK_N=DECODE_BLOCK_N,
+        NUM_SPLITS=splits, HAS_KV_LENS=kv_lens is not None, HAS_KV_START=kv_start is not None,
+        DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",
+        num_warps=4, num_stages=3 if on_gpu else 1,
+    )
+    _decode_merge_kernel[(batch * q_heads,)](
+        PartialOut=partial_out, PartialLse=partial_lse, Out=out,
+        stride_ob=out.stride(0), stride_oh=out.stride(1), stride_od=out.stride(3),
+        q_heads=q_heads, HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded,
+        NUM_SPLITS=splits, SPLITS_PADDED=triton.next_power_of_2(splits),
+        num_warps=4,
+    )
+    return out
