@@ -28,7 +28,7 @@ def check_qkv(query, key, value):
         if t.dtype != query.dtype:
             raise TypeError(f"{name} dtype {t.dtype} does not match query dtype {query.dtype}")
         if t.device != query.device:
-            raise ValueError(f"{name} is on {t.device} but query is on {query.device}")
+            raise ValueError(f"{name} device {t.device} does not match query device {query.device}")
     if query.device.type != "cuda" and not _interpreting():
         raise ValueError(f"query is on {query.device}; FlashCore kernels need a CUDA device "
                          "(or TRITON_INTERPRET=1 for CPU tensors)")
@@ -60,7 +60,7 @@ def check_lengths(name, lengths, batch, device):
     if lengths.shape != (batch,):
         raise ValueError(f"{name} must have shape ({batch},) (one entry per sequence), got {tuple(lengths.shape)}")
     if lengths.device != device:
-        raise ValueError(f"{name} is on {lengths.device} but query is on {device}")
+        raise ValueError(f"{name} device {lengths.device} does not match query device {device}")
 
 
 def check_scale(scale, head_dim):

@@ -76,7 +76,7 @@ class KVCache:
             if t.dtype != self.key.dtype:
                 raise TypeError(f"{name} dtype {t.dtype} does not match the cache dtype {self.key.dtype}")
             if t.device != self.key.device:
-                raise ValueError(f"{name} is on {t.device} but the cache is on {self.key.device}")
+                raise ValueError(f"{name} device {t.device} does not match the cache device {self.key.device}")
         batch, kv_heads, _, head_dim = self.key.shape
         if key.shape != value.shape:
             raise ValueError(f"key shape {tuple(key.shape)} and value shape {tuple(value.shape)} differ")
