@@ -61,6 +61,8 @@ def check_lengths(name, lengths, batch, device):
         raise ValueError(f"{name} must have shape ({batch},) (one entry per sequence), got {tuple(lengths.shape)}")
     if lengths.device != device:
         raise ValueError(f"{name} device {lengths.device} does not match query device {device}")
+    if batch > 1 and lengths.stride(0) != 1:
+        raise ValueError(f"{name} must be contiguous (stride 1), got stride {lengths.stride(0)}")
 
 
 def check_scale(scale, head_dim):
