@@ -2,6 +2,7 @@
 # FlashCore: set up, run every notebook in order, render the HTML report.
 #
 #   ./run_all.sh          bootstrap .venv, execute notebooks/0*.ipynb with papermill, render the report
+#   ./run_all.sh NB...    the same for the named notebooks only (the report indexes every executed notebook)
 #   ./run_all.sh --test   bootstrap .venv, then pytest --nbval-lax over notebooks/ and tests/ (what CI runs)
 #
 # Environment: FLASHCORE_NO_VENV=1 uses the current python3 as it is (no .venv, no installs; the lent GPU
@@ -12,12 +13,16 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 mode=report
-case "${1:-}" in
-  "") ;;
-  --test) mode=test ;;
-  -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-  *) echo "usage: $0 [--test]" >&2; exit 2 ;;
-esac
+notebooks=()
+for arg in "$@"; do
+  case "$arg" in
+    --test) mode=test ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *.ipynb) [ -f "$arg" ] || { echo "no such notebook: $arg" >&2; exit 2; }; notebooks+=("$arg") ;;
+    *) echo "usage: $0 [--test] [NOTEBOOK.ipynb ...]" >&2; exit 2 ;;
+  esac
+done
+[ ${#notebooks[@]} -gt 0 ] || notebooks=(notebooks/0*.ipynb)
 
 have_cuda() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 
@@ -57,7 +62,6 @@ fi
 
 report_dir=$("$PY" -c "from integration.results import report_dir; print(report_dir())" 2>/dev/null)
 mkdir -p "$report_dir/notebooks"
-notebooks=(notebooks/0*.ipynb)
 total_start=$SECONDS
 for i in "${!notebooks[@]}"; do
   nb=${notebooks[$i]}

@@ -13,7 +13,8 @@ import triton.language as tl
 from flashcore import _validate
 
 
-@triton.jit
+# Lengths change every call (a new token, a new prompt): compile once for all of them.
+@triton.jit(do_not_specialize=["kv_heads", "max_len"])
 def _cache_append_kernel(
     KNew, VNew, KCache, VCache, Lengths,
     stride_nb, stride_nh, stride_ns, stride_nd,

@@ -37,7 +37,8 @@ def num_splits(batch, kv_heads, max_len, sm_count, block_n=DECODE_BLOCK_N):
     return max(1, min(wanted, math.ceil(max_len / block_n), MAX_SPLITS))
 
 
-@triton.jit
+# Lengths change every call (a new token, a new prompt): compile once for all of them.
+@triton.jit(do_not_specialize=["kv_heads", "kv_len"])
 def _decode_split_kernel(
     Q, K, V, PartialOut, PartialLse, KvLens, KvStart,
     stride_qb, stride_qh, stride_qd,

@@ -15,7 +15,8 @@ from flashcore import _validate
 LOG2E = 1.4426950408889634
 
 
-@triton.jit
+# Lengths change every call (a new token, a new prompt): compile once for all of them.
+@triton.jit(do_not_specialize=["q_heads", "q_len", "kv_len"])
 def _prefill_fwd_kernel(
     Q, K, V, Out, Lse, KvLens, KvStart,
     stride_qb, stride_qh, stride_qm, stride_qd,
