@@ -1,11 +1,11 @@
 """Split-K GQA decode attention ("flash decoding") over a KV cache.
 
 A decode step has one query row per head, far too little work for one program per head to fill a GPU.
-So the key range of each (sequence, KV head) is split across NUM_SPLITS programs. Each program handles all
+So the key range of each (sequence, KV head) is split across `splits` programs. Each program handles all
 GROUP_SIZE query heads of its KV head together, so every K/V byte is read once, and writes a partial output
 with its log-sum-exp; a second small kernel merges the partials.
 
-Splits take key blocks round-robin (split s reads blocks s, s + NUM_SPLITS, ...) up to the sequence's
+Splits take key blocks round-robin (split s reads blocks s, s + splits, ...) up to the sequence's
 length, which is read on the device: the work is balanced for any length, the launch never waits on the
 host, and one launch serves every step of a CUDA graph over a static cache.
 """
@@ -38,16 +38,16 @@ def num_splits(batch, kv_heads, max_len, sm_count, block_n=DECODE_BLOCK_N):
 
 
 # Lengths change every call (a new token, a new prompt): compile once for all of them.
-@triton.jit(do_not_specialize=["kv_heads", "kv_len"])
+@triton.jit(do_not_specialize=["kv_heads", "kv_len", "num_splits"])
 def _decode_split_kernel(
     Q, K, V, PartialOut, PartialLse, KvLens, KvStart,
     stride_qb, stride_qh, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
-    kv_heads, kv_len, qk_scale_log2,
+    kv_heads, kv_len, num_splits, qk_scale_log2,
     GROUP_SIZE: tl.constexpr, BLOCK_H: tl.constexpr,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, BLOCK_N: tl.constexpr,
-    NUM_SPLITS: tl.constexpr, HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr,
+    HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     tl.static_assert(BLOCK_H >= GROUP_SIZE)
@@ -81,7 +81,7 @@ def _decode_split_kernel(
     acc = tl.zeros([BLOCK_H, HEAD_DIM_PADDED], dtype=tl.float32)
 
     first_block = kv_lo // BLOCK_N
-    for start_n in range((first_block + split) * BLOCK_N, kv_hi, NUM_SPLITS * BLOCK_N):
+    for start_n in range((first_block + split) * BLOCK_N, kv_hi, num_splits * BLOCK_N):
         cols = start_n + offs_n
         col_ok = (cols >= kv_lo) & (cols < kv_hi)
         kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
@@ -103,26 +103,25 @@ def _decode_split_kernel(
     has_keys = l_i > 0.0
     out = acc / tl.where(has_keys, l_i, 1.0)[:, None]
     lse_log2 = tl.where(has_keys, m_i + tl.math.log2(tl.where(has_keys, l_i, 1.0)), float("-inf"))
-    row = (off_b * kv_heads * GROUP_SIZE + q_heads).to(tl.int64) * NUM_SPLITS + split  # [B, Hq, SPLITS] order
+    row = (off_b * kv_heads * GROUP_SIZE + q_heads).to(tl.int64) * num_splits + split  # [B, Hq, splits] order
     tl.store(PartialOut + row[:, None] * HEAD_DIM_PADDED + offs_d[None, :], out, mask=mask_h[:, None])
     tl.store(PartialLse + row, lse_log2, mask=mask_h)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["q_heads", "num_splits"])
 def _decode_merge_kernel(
     PartialOut, PartialLse, Out,
     stride_ob, stride_oh, stride_od,
-    q_heads,
-    HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr,
-    NUM_SPLITS: tl.constexpr, SPLITS_PADDED: tl.constexpr,
+    q_heads, num_splits,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, SPLITS_PADDED: tl.constexpr,
 ):
     off_bh = tl.program_id(0)
     off_b = off_bh // q_heads
     off_h = off_bh % q_heads
     offs_s = tl.arange(0, SPLITS_PADDED)
     offs_d = tl.arange(0, HEAD_DIM_PADDED)
-    mask_s = offs_s < NUM_SPLITS
-    rows = off_bh.to(tl.int64) * NUM_SPLITS + offs_s
+    mask_s = offs_s < num_splits
+    rows = off_bh.to(tl.int64) * num_splits + offs_s
     lse = tl.load(PartialLse + rows, mask=mask_s, other=float("-inf"))
     parts = tl.load(PartialOut + rows[:, None] * HEAD_DIM_PADDED + offs_d[None, :], mask=mask_s[:, None], other=0.0)
     # log-sum-exp merge: weight each split's normalised output by exp2(lse_s - max)
@@ -182,18 +181,18 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
         stride_qb=query.stride(0), stride_qh=query.stride(1), stride_qd=query.stride(3),
         stride_kb=key.stride(0), stride_kh=key.stride(1), stride_kn=key.stride(2), stride_kd=key.stride(3),
         stride_vb=value.stride(0), stride_vh=value.stride(1), stride_vn=value.stride(2), stride_vd=value.stride(3),
-        kv_heads=kv_heads, kv_len=kv_len, qk_scale_log2=scale * LOG2E,
+        kv_heads=kv_heads, kv_len=kv_len, num_splits=splits, qk_scale_log2=scale * LOG2E,
         GROUP_SIZE=group, BLOCK_H=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded, BLOCK_N=DECODE_BLOCK_N,
-        NUM_SPLITS=splits, HAS_KV_LENS=kv_lens is not None, HAS_KV_START=kv_start is not None,
+        HAS_KV_LENS=kv_lens is not None, HAS_KV_START=kv_start is not None,
         DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",
         num_warps=4, num_stages=3 if on_gpu else 1,
     )
     _decode_merge_kernel[(batch * q_heads,)](
         PartialOut=partial_out, PartialLse=partial_lse, Out=out,
         stride_ob=out.stride(0), stride_oh=out.stride(1), stride_od=out.stride(3),
-        q_heads=q_heads, HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded,
-        NUM_SPLITS=splits, SPLITS_PADDED=triton.next_power_of_2(splits),
+        q_heads=q_heads, num_splits=splits, HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded,
+        SPLITS_PADDED=triton.next_power_of_2(splits),
         num_warps=4,
     )
     return out
