@@ -12,6 +12,10 @@ if "TRITON_INTERPRET" not in _os.environ:
     import torch as _torch
 
     if not _torch.cuda.is_available():
+        if "triton.language" in _sys.modules:
+            # triton's own library functions were already built for compilation; interpreted kernels cannot call them
+            raise ImportError("triton was imported before flashcore on a machine without CUDA: import flashcore "
+                              "first (before transformers, which imports triton) or set TRITON_INTERPRET=1")
         _os.environ["TRITON_INTERPRET"] = "1"
         print("flashcore: CUDA is not available; running kernels through the Triton interpreter "
               "(TRITON_INTERPRET=1)", file=_sys.stderr)

