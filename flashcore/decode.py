@@ -16,8 +16,8 @@ import triton
 import triton.language as tl
 
 from flashcore import _validate
+from flashcore._online_softmax import LOG2E, attend_block, finish
 
-LOG2E = 1.4426950408889634
 DECODE_BLOCK_N = 64
 MAX_SPLITS = 64
 
@@ -86,25 +86,14 @@ def _decode_split_kernel(
     for start_n in range((first_block + split) * BLOCK_N, kv_hi, num_splits * BLOCK_N):
         cols = start_n + offs_n
         col_ok = (cols >= kv_lo) & (cols < kv_hi)
-        kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                     mask=col_ok[None, :] & mask_d[:, None], other=0.0)
-        qk = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale_log2
-        qk = tl.where(col_ok[None, :], qk, float("-inf"))
-        # online softmax over this split's blocks
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.math.exp2(m_i - m_safe)
-        p = tl.math.exp2(qk - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                    mask=col_ok[:, None] & mask_d[None, :], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = attend_block(
+            q, m_i, l_i, acc,
+            k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd, col_ok[None, :] & mask_d[:, None],
+            v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd, col_ok[:, None] & mask_d[None, :],
+            col_ok[None, :], qk_scale_log2, DOT_PRECISION)
 
     # Partial result, normalised within the split; a split with no keys writes zeros and lse -inf.
-    has_keys = l_i > 0.0
-    out = acc / tl.where(has_keys, l_i, 1.0)[:, None]
-    lse_log2 = tl.where(has_keys, m_i + tl.math.log2(tl.where(has_keys, l_i, 1.0)), float("-inf"))
+    out, lse_log2 = finish(m_i, l_i, acc)
     row = (off_b * kv_heads * GROUP_SIZE + q_heads).to(tl.int64) * num_splits + split  # [B, Hq, splits] order
     tl.store(PartialOut + row[:, None] * HEAD_DIM_PADDED + offs_d[None, :], out, mask=mask_h[:, None])
     tl.store(PartialLse + row, lse_log2, mask=mask_h)

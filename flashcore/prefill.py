@@ -11,8 +11,8 @@ import triton
 import triton.language as tl
 
 from flashcore import _validate
+from flashcore._online_softmax import LOG2E, attend_block, finish
 
-LOG2E = 1.4426950408889634
 
 
 # Lengths change every call (a new token, a new prompt): compile once for all of them.
@@ -72,34 +72,22 @@ def _prefill_fwd_kernel(
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         col_ok = (cols >= kv_lo) & (cols < kv_hi)
-        kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                     mask=col_ok[None, :] & mask_d[:, None], other=0.0)
-        qk = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale_log2
         visible = col_ok[None, :]
         if IS_CAUSAL:
             visible = visible & (cols[None, :] <= query_pos[:, None])
-        qk = tl.where(visible, qk, float("-inf"))
-        # online softmax: new max, rescale what was accumulated, add this block
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet stays at zero
-        alpha = tl.math.exp2(m_i - m_safe)
-        p = tl.math.exp2(qk - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                    mask=col_ok[:, None] & mask_d[None, :], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = attend_block(
+            q, m_i, l_i, acc,
+            k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd, col_ok[None, :] & mask_d[:, None],
+            v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd, col_ok[:, None] & mask_d[None, :],
+            visible, qk_scale_log2, DOT_PRECISION)
 
     # Rows that saw no valid key (left padding) are written as zeros with log-sum-exp -inf.
-    has_keys = l_i > 0.0
-    out = acc / tl.where(has_keys, l_i, 1.0)[:, None]
+    out, lse_log2 = finish(m_i, l_i, acc)
     o_ptrs = Out + off_b.to(tl.int64) * stride_ob + off_hq.to(tl.int64) * stride_oh \
         + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=(offs_m[:, None] < q_len) & mask_d[None, :])
-    if WRITE_LSE:
-        lse = tl.where(has_keys, (m_i + tl.math.log2(tl.where(has_keys, l_i, 1.0))) / 1.4426950408889634,
-                       float("-inf"))
-        tl.store(Lse + off_bh.to(tl.int64) * q_len + offs_m, lse, mask=offs_m < q_len)
+    if WRITE_LSE:  # stored as a natural log: log2 domain times ln 2
+        tl.store(Lse + off_bh.to(tl.int64) * q_len + offs_m, lse_log2 * 0.6931471805599453, mask=offs_m < q_len)
 
 
 def _launch_config(head_dim_padded, on_gpu):

@@ -63,28 +63,30 @@ def test_logits_match_sdpa(model, prompt):
     assert (got - want).abs().max() < 1e-4
 
 
+def _generate_sdpa_then_flashcore(model, inputs, seed=0, **kwargs):
+    """generate() with SDPA, then with FlashCore, from the same random state; the model ends on SDPA."""
+    outputs = []
+    for use_flashcore in (False, True):
+        if use_flashcore:
+            replace_llama_attention_with_flashcore(model, verbose=False)
+        else:
+            revert_flashcore_attention(model, "sdpa")
+        torch.manual_seed(seed)
+        outputs.append(model.generate(inputs, **kwargs))
+    revert_flashcore_attention(model, "sdpa")
+    return outputs
+
+
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
 def test_greedy_generation_identical(model, prompt, cache):
-    kwargs = dict(max_new_tokens=12, do_sample=False)
-    if cache == "static":
-        kwargs["cache_implementation"] = "static"
-    revert_flashcore_attention(model, "sdpa")
-    want = model.generate(prompt, **kwargs)
-    replace_llama_attention_with_flashcore(model, verbose=False)
-    got = model.generate(prompt, **kwargs)
-    revert_flashcore_attention(model, "sdpa")
+    cache_kwargs = {"cache_implementation": "static"} if cache == "static" else {}
+    want, got = _generate_sdpa_then_flashcore(model, prompt, max_new_tokens=12, do_sample=False, **cache_kwargs)
     assert torch.equal(got, want)
 
 
 def test_sampling_identical_with_same_seed(model, prompt):
-    kwargs = dict(max_new_tokens=12, do_sample=True, top_k=50, temperature=0.8)
-    revert_flashcore_attention(model, "sdpa")
-    torch.manual_seed(5)
-    want = model.generate(prompt, **kwargs)
-    replace_llama_attention_with_flashcore(model, verbose=False)
-    torch.manual_seed(5)
-    got = model.generate(prompt, **kwargs)
-    revert_flashcore_attention(model, "sdpa")
+    want, got = _generate_sdpa_then_flashcore(model, prompt, seed=5, max_new_tokens=12, do_sample=True, top_k=50,
+                                              temperature=0.8)
     assert torch.equal(got, want)
 
 
@@ -95,14 +97,9 @@ def test_left_padded_batch_identical(model, cache):
     mask = torch.ones_like(ids)
     for row, pad in enumerate([0, 4, 7]):
         ids[row, :pad], mask[row, :pad] = 0, 0
-    kwargs = dict(attention_mask=mask, max_new_tokens=8, do_sample=False)
-    if cache == "static":
-        kwargs["cache_implementation"] = "static"
-    revert_flashcore_attention(model, "sdpa")
-    want = model.generate(ids, **kwargs)
-    replace_llama_attention_with_flashcore(model, verbose=False)
-    got = model.generate(ids, **kwargs)
-    revert_flashcore_attention(model, "sdpa")
+    cache_kwargs = {"cache_implementation": "static"} if cache == "static" else {}
+    want, got = _generate_sdpa_then_flashcore(model, ids, attention_mask=mask, max_new_tokens=8, do_sample=False,
+                                              **cache_kwargs)
     assert torch.equal(got, want)
 
 

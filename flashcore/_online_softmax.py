@@ -1,0 +1,34 @@
+"""The online-softmax step that the prefill and decode kernels share (FlashAttention-2): fold one key/value
+block into the running (row max, denominator, accumulator), and the closing normalisation."""
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634  # scores are kept in the log2 domain, where exp2 is the fast instruction
+
+
+@triton.jit
+def attend_block(q, m_i, l_i, acc, kt_ptrs, kt_mask, v_ptrs, v_mask, visible, qk_scale_log2,
+                 DOT_PRECISION: tl.constexpr):
+    """q [M, D]; kt_ptrs [D, N] (the key block, transposed); v_ptrs [N, D]; visible [M, N] (broadcastable):
+    which scores count. Scores live in the log2 domain: qk_scale_log2 is the softmax scale times log2(e)."""
+    kt = tl.load(kt_ptrs, mask=kt_mask, other=0.0)
+    qk = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale_log2
+    qk = tl.where(visible, qk, float("-inf"))
+    # the new row max; a row with nothing visible yet keeps -inf and must add exactly zero
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.math.exp2(m_i - m_safe)  # rescales what was accumulated under the old max
+    p = tl.math.exp2(qk - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = tl.load(v_ptrs, mask=v_mask, other=0.0)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def finish(m_i, l_i, acc):
+    """(normalised output, log-sum-exp in the log2 domain); a row that saw no key gives zeros and -inf."""
+    has_keys = l_i > 0.0
+    l_safe = tl.where(has_keys, l_i, 1.0)
+    lse_log2 = tl.where(has_keys, m_i + tl.math.log2(l_safe), float("-inf"))
+    return acc / l_safe[:, None], lse_log2
