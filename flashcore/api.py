@@ -42,7 +42,8 @@ def attention_with_kv_cache(query, key, value, past_key_value=None, is_causal=Tr
         all_key, all_value = key, value
     elif isinstance(past_key_value, KVCache):
         if not update_cache:
-            raise ValueError("update_cache=False needs past_key_value as a (k, v) tuple; a KVCache is appended in place")
+            raise ValueError("update_cache=False needs past_key_value as a (k, v) tuple; "
+                             "a KVCache is appended in place")
         past_key_value.append(key, value)
         all_key, all_value, kv_lens = past_key_value.key, past_key_value.value, past_key_value.lengths
     elif isinstance(past_key_value, (tuple, list)) and len(past_key_value) == 2:

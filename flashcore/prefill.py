@@ -14,7 +14,6 @@ from flashcore import _validate
 from flashcore._online_softmax import LOG2E, attend_block, finish
 
 
-
 # Lengths change every call (a new token, a new prompt): compile once for all of them.
 @triton.jit(do_not_specialize=["q_heads", "q_len", "kv_len"])
 def _prefill_fwd_kernel(

@@ -46,14 +46,15 @@ def build_report(report_dir):
         environment = environment or results.get("environment")
         rows.append(f"<tr><td>{html.escape(path.stem)}</td><td>{html.escape(_summary(path.stem, results))}</td>"
                     f'<td><a href="results/{path.name}">{path.name}</a></td></tr>')
-    figures = [f'<figure><img src="figures/{p.name}" style="max-width:48%"><figcaption>{p.stem}</figcaption></figure>'
-               for p in sorted((report_dir / "figures").glob("*.png"))]
+    figures = [f'<figure><img src="figures/{p.name}" style="max-width:60%"><figcaption>{p.stem}</figcaption>'
+               "</figure>" for p in sorted((report_dir / "figures").glob("*.png"))]
     env = "" if environment is None else html.escape(
         ", ".join(f"{k}: {environment.get(k)}" for k in ("device", "torch", "triton", "transformers", "cuda",
                                                           "date", "commit")))
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>FlashCore report</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
+td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}
 figure{{display:inline-block;margin:0 0 1em 0;width:100%}}</style></head><body>
 <h1>FlashCore report</h1>
 <p>{env}</p>

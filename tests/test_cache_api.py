@@ -41,7 +41,8 @@ def test_decode_loop_with_cache_matches_reference():
     """Prefill then decode steps through the API with a KVCache equals attention over the whole sequence."""
     torch.manual_seed(0)
     b, hq, hkv, d, prompt, steps = 2, 8, 2, 64, 9, 4
-    q_all, k_all, v_all = _rand(b, hq, prompt + steps, d), _rand(b, hkv, prompt + steps, d), _rand(b, hkv, prompt + steps, d)
+    total = prompt + steps
+    q_all, k_all, v_all = _rand(b, hq, total, d), _rand(b, hkv, total, d), _rand(b, hkv, total, d)
     cache = KVCache(b, hkv, 32, d, dtype=torch.float32, device=DEVICE)
     outs = [attention_with_kv_cache(q_all[:, :, :prompt], k_all[:, :, :prompt], v_all[:, :, :prompt], cache)[0]]
     for t in range(prompt, prompt + steps):
@@ -86,9 +87,11 @@ def test_api_bad_inputs(kwargs, error, word):
 
 
 @pytest.mark.parametrize("kwargs, word", [
-    ({"batch": 0}, "batch"), ({"head_dim": 12}, "head_dim"), ({"dtype": torch.int8}, "dtype"), ({"max_len": -1}, "max_len"),
+    ({"batch": 0}, "batch"), ({"head_dim": 12}, "head_dim"), ({"dtype": torch.int8}, "dtype"),
+    ({"max_len": -1}, "max_len"), ({"lengths": [9]}, "lengths"),
 ])
 def test_cache_bad_construction(kwargs, word):
     args = {"batch": 1, "kv_heads": 2, "max_len": 8, "head_dim": 64, **kwargs}
+    shape = [args.pop(name) for name in ("batch", "kv_heads", "max_len", "head_dim")]
     with pytest.raises((ValueError, TypeError), match=word):
-        KVCache(args.pop("batch"), args.pop("kv_heads"), args.pop("max_len"), args.pop("head_dim"), device=DEVICE, **args)
+        KVCache(*shape, device=DEVICE, **args)
