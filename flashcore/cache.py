@@ -4,7 +4,8 @@ The buffers are [B, Hkv, max_len, D]. ``lengths`` (int32 [B], on the device) say
 sequence are filled; an append writes the new rows at those positions and advances them, without reading
 them on the host, so it can run inside a CUDA graph. Overflow is checked on the host against an upper bound
 of the lengths that the cache keeps itself (every append adds the same number of rows to every sequence),
-so it raises before anything is written and never waits on the device.
+so it raises before anything is written and never waits on the device. (Replays of a captured CUDA graph run
+no host code, so they do not advance that bound: whoever replays an append checks the capacity.)
 """
 import torch
 import triton

@@ -94,7 +94,8 @@ SEQ_PAIRS = [(1, 1), (1, 7), (1, 129), (1, 4096),  # decode: one key, a short ta
 
 def gpu_cases():
     """The full matrix for the GPU: every batch, head, dim, length, mask, dtype and layout combination,
-    plus ragged batches, forced single-split decode, and long-context decode at 32K and 128K."""
+    plus ragged batches, forced single-split decode, long-context decode at 32K and 128K, and a 128-row chunk
+    of prefill over 100 000 keys."""
     cases = [AttentionCase(b, hq, hkv, d, sq, skv, causal, dtype, strided)
              for b, (hq, hkv), d, (sq, skv), causal, dtype, strided in itertools.product(
                  (1, 3), HEAD_CONFIGS, (64, 128), SEQ_PAIRS, (True, False), ("float16", "bfloat16"), (False, True))]
@@ -107,6 +108,7 @@ def gpu_cases():
     cases += [AttentionCase(1, 32, 8, 128, 1, skv, dtype=dtype) for skv in (32768, 131072)
               for dtype in ("float16", "bfloat16")]
     cases += [AttentionCase(3, 32, 8, 128, 1, 32768, ragged=True)]
+    cases += [AttentionCase(1, 32, 8, 128, 128, 100000, dtype=dtype) for dtype in ("float16", "bfloat16")]  # chunk
     return cases
 
 
@@ -129,6 +131,8 @@ def cpu_cases():
         AttentionCase(1, 32, 8, 128, 1, 1000, splits=1),             # forced single split ...
         AttentionCase(1, 32, 8, 128, 1, 1000, splits=7),             # ... and an odd split count
         AttentionCase(1, 9, 3, 64, 129, 1000, causal=False),
+        AttentionCase(1, 4, 2, 96, 17, 40),                          # head_dim 96: padded to 128 inside
+        AttentionCase(2, 4, 2, 96, 1, 70),
     ]
     return cases
 

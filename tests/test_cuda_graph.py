@@ -1,0 +1,45 @@
+"""A decode step (cache append + split-K decode attention) captured once in a CUDA graph and replayed: the
+lengths live on the device, so each replay appends at the next row and attends over one more key."""
+import pytest
+import torch
+
+from flashcore import KVCache, decode_attention
+from flashcore.reference import attention_reference
+
+
+@pytest.mark.gpu
+def test_decode_step_replays_in_a_cuda_graph():
+    batch, q_heads, kv_heads, head_dim, max_len = 2, 32, 8, 128, 4096
+    cache = KVCache(batch, kv_heads, max_len, head_dim, dtype=torch.float16, device="cuda", lengths=[100, 2500])
+    cache.key.normal_()
+    cache.value.normal_()
+    query = torch.randn(batch, q_heads, 1, head_dim, dtype=torch.float16, device="cuda")
+    new_key, new_value = torch.randn_like(cache.key[:, :, :1]), torch.randn_like(cache.value[:, :, :1])
+    out = torch.empty_like(query)
+
+    def step():
+        cache.append(new_key, new_value)
+        decode_attention(query, cache.key, cache.value, kv_lens=cache.lengths, out=out)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()  # compiles the kernels outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+
+    lengths_before = cache.lengths.tolist()
+    for replay in range(3):
+        for t in (query, new_key, new_value):
+            t.normal_()
+        graph.replay()
+        torch.cuda.synchronize()
+        lengths = cache.lengths.tolist()
+        assert lengths == [n + replay + 1 for n in lengths_before]
+        assert torch.equal(cache.key[1, :, lengths[1] - 1], new_key[1, :, 0])
+        ref = attention_reference(query, cache.key, cache.value, kv_lens=cache.lengths)
+        low = attention_reference(query, cache.key, cache.value, kv_lens=cache.lengths, compute_dtype=torch.float16)
+        torch_err = (low.double() - ref).abs().max().item()
+        assert (out.double() - ref).abs().max().item() <= 2 * torch_err + 1e-5
