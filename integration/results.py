@@ -30,13 +30,24 @@ def _git_commit():
         return os.environ.get("FLASHCORE_COMMIT", "unknown")
 
 
+def _driver_version():
+    """The NVIDIA driver's version, or None without nvidia-smi (torch reports the CUDA runtime, not the driver)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.splitlines()[0].strip() if out.strip() else None
+
+
 def environment(params):
-    """The common header: device, versions, date, commit and the notebook's parameters."""
+    """The common header: device, driver, versions, date, commit and the notebook's parameters."""
     import transformers
 
     on_gpu = torch.cuda.is_available()
     return {
         "device": torch.cuda.get_device_name() if on_gpu else "cpu (triton interpreter)",
+        "driver": _driver_version(),
         "torch": torch.__version__,
         "triton": triton.__version__,
         "transformers": transformers.__version__,
@@ -52,8 +63,15 @@ def write_results(stem, payload, params):
     path = report_dir() / "results" / f"{stem}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"environment": environment(params), **payload}, indent=1, default=float) + "\n")
-    print(f"results written to {path}")
+    print(f"results written to {_shown_path(path)}")
     return path
+
+
+def _shown_path(path):
+    """path relative to the repository root when it lies inside it: printed paths end up in the published
+    pages, where the machine's own directory layout means nothing to a reader."""
+    path = Path(path).resolve()
+    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
 
 
 def figure_path(name):

@@ -1,0 +1,71 @@
+"""Each notebook's summary: computed from its rows, passed only when nothing is missed."""
+from integration import summaries
+
+
+def _case(err, passed):
+    return {"kind": "prefill", "B": 2, "Hq": 8, "Hkv": 2, "D": 64, "Sq": 129, "Skv": 129, "dtype": "float16",
+            "err": err, "torch_err": 1e-3, "ratio": err / 1e-3, "passed": passed}
+
+
+def test_kernel_checks_lists_failures_capped():
+    cases = [_case(1e-3, True)] + [_case(9e-3, False)] * (summaries.MAX_LISTED + 3)
+    bad = [{"case": "query rank 3", "error": "ValueError: bad", "clear": False}]
+    summary = summaries.kernel_checks(cases, bad)
+    assert not summary["passed"]
+    assert summary["headline"][0].startswith(f"1/{len(cases)} kernel cases within")
+    assert summary["missed"][summaries.MAX_LISTED] == "... and 3 more like these"
+    assert summary["missed"][-1] == "bad input 'query rank 3' gets an unclear error: ValueError: bad"
+
+
+def test_layerwise_parity_names_the_failing_layer():
+    layers = [{"phase": "prefill", "layer": i, "flashcore_err": 0.1, "sdpa_err": 0.1, "ratio": 1.0, "passed": True}
+              for i in range(3)]
+    assert summaries.layerwise_parity("tiny", "float16", layers)["passed"]
+    layers[2] = {**layers[2], "flashcore_err": 0.5, "ratio": 5.0, "passed": False}
+    summary = summaries.layerwise_parity("tiny", "float16", layers)
+    assert not summary["passed"]
+    assert summary["missed"] == ["tiny prefill layer 2: FlashCore error 0.5 against SDPA's 0.1"]
+
+
+def _run(identical, passed=True, **fields):
+    divergence = {} if identical else {"first_divergence": 3, "margin": 0.01, "noise": 0.05}
+    return {"model": "m", "mode": "single", "prompt": "p", "new_tokens": 6, "identical": identical,
+            "passed": passed, "first_divergence": None, "margin": None, "noise": None, **divergence, **fields}
+
+
+def test_full_generation_applies_the_exactness_policy():
+    agreement = [{"model": "m", "eager_identical_to_sdpa": False}]
+    fp16 = summaries.full_generation([_run(True), _run(False)], agreement, "float16")
+    assert fp16["passed"] and "1/2 token-identical" in fp16["headline"][0]
+    assert "1/1 divergences within the measured noise" in fp16["headline"][0]
+    assert "reproduces SDPA's tokens on 0/1 m prompts" in fp16["headline"][1]
+    beyond = summaries.full_generation([_run(False, passed=False)], agreement, "float16")
+    assert not beyond["passed"] and "exceeds the measured noise" in beyond["missed"][0]
+    # in fp32 any divergence is missed, even one within the noise; a row's own dtype wins over the notebook's
+    fp32 = summaries.full_generation([_run(False, dtype="float32")], agreement, "float16")
+    assert not fp32["passed"] and "not token-identical in float32" in fp32["missed"][0]
+
+
+def _sweep(engine_ms):
+    floor = 5.0
+    return {
+        "copy_bandwidth_TBps": 3.0,
+        "decode": [{"cache_len": 2048, "batch": 1, "path": "flashcore-engine", "ms_per_token": engine_ms,
+                    "floor_ms": floor, "ratio_to_floor": engine_ms / floor},
+                   {"cache_len": 2048, "batch": 1, "path": "hf-static-graph-sdpa", "ms_per_token": 10.5,
+                    "floor_ms": floor, "ratio_to_floor": 2.1},
+                   {"cache_len": 131072, "batch": 1, "path": "hf-eager-sdpa", "skipped": "out of memory"}],
+        "batch_sweep": [{"batch": 1, "cache_len": 2048, "ms_per_step": engine_ms},
+                        {"batch": 8, "cache_len": 2048, "ms_per_step": 1.2 * engine_ms}],
+        "gemv": [{"shape": "4096x4096", "M": 1, "flashcore_us": 12.0, "cublas_us": 13.0, "bandwidth_fraction": 0.85}],
+    }
+
+
+def test_decode_sweep_against_the_targets():
+    met = summaries.decode_sweep(_sweep(5.5), check_targets=True)
+    assert met["passed"], met["missed"]
+    assert "flashcore-engine 5.50 ms/token, 1.10x the 5.00 ms floor; fastest SDPA path hf-static-graph-sdpa" \
+        in met["headline"][1]
+    missed = summaries.decode_sweep(_sweep(6.5), check_targets=True)
+    assert missed["missed"] == ["engine decode at cache 2,048: 1.30x the floor (target 1.15x)"]
+    assert summaries.decode_sweep(_sweep(6.5), check_targets=False)["passed"]
