@@ -1,71 +1,83 @@
-"""Render the executed notebooks into HTML and write the report's index page.
+"""Render the executed notebooks into HTML pages and write the report's index.
 
     python -m integration.report REPORT_DIR
 
-REPORT_DIR holds notebooks/ (executed by papermill), results/*.json and figures/*.png. The index summarises
-each results file from its own numbers and links every rendered notebook.
+REPORT_DIR holds notebooks/ (executed by papermill), results/*.json and figures/*.png. Every page written
+opens from disk with no network (figures embedded, no script or stylesheet fetched) and shows no machine
+paths. The index shows each results file's own "summary" as it is, so no code here knows a notebook.
 """
-import html
 import json
 import sys
 from pathlib import Path
 
-import nbformat
-from nbconvert import HTMLExporter
+from integration import report_html
+from integration.machine_paths import scrub_paths
+from integration.notebook_pages import render_notebook
+from integration.results import REPO_ROOT
 
 
-def _summary(stem, results):
-    """One line per results file, computed from what the notebook recorded."""
-    if "cases" in results:
-        cases, bad = results["cases"], results.get("bad_inputs", [])
-        return (f"{sum(c['passed'] for c in cases)}/{len(cases)} kernel cases pass the FlashAttention rule; "
-                f"{sum(b['clear'] for b in bad)}/{len(bad)} bad inputs get a clear error")
-    if "layers" in results:
-        worst = max(r["ratio"] for r in results["layers"])
-        return (f"{results.get('model')}: passed={results.get('passed')}, worst FlashCore/SDPA error ratio "
-                f"{worst:.2f} over {len(results['layers'])} layer rows")
-    if "runs" in results:
-        runs = results["runs"]
-        return (f"{sum(r['identical'] for r in runs)}/{len(runs)} generations token-identical to the SDPA "
-                f"reference; {sum(r['passed'] for r in runs)}/{len(runs)} pass")
-    return ", ".join(k for k in results if k != "environment")
+def _figures_of(stem, figures):
+    """Figures are named after their notebook's number: 02_layerwise_parity.png belongs to 02_*."""
+    number = stem.split("_")[0]
+    return [f for f in figures if f.name.split("_")[0] == number]
+
+
+def index_body(results, figures, pages):
+    """results: {stem: results dict}; figures: PNG paths; pages: names of the rendered notebook pages."""
+    environment = next((r["environment"] for r in results.values() if "environment" in r), {})
+    commits = sorted({r["environment"].get("commit") for r in results.values() if "environment" in r})
+    parts = ["<h1>FlashCore report</h1>", report_html.environment_card(environment)]
+    if len(commits) > 1:
+        parts.append(f"<p><b>These results come from {len(commits)} commits:</b> {', '.join(commits)}</p>")
+
+    parts.append("<h2>Summary</h2>")
+    for stem, data in results.items():
+        page = f"{stem}.html" if f"{stem}.html" in pages else None
+        parts.append(report_html.notebook_section(stem, data, _figures_of(stem, figures), page))
+    unclaimed = [f for f in figures if not any(f in _figures_of(stem, figures) for stem in results)]
+    if unclaimed:
+        parts += ["<h3>Figures of notebooks without a results file</h3>"]
+        parts += [report_html.embedded_figure(f) for f in unclaimed]
+
+    missed = {stem: (data["summary"]["missed"] if "summary" in data else ["no summary in its results file"])
+              for stem, data in results.items()}
+    parts += ["<h2>What we did not meet</h2>", report_html.missed_list(missed)]
+
+    runs = [run for data in results.values() for run in data.get("runs", []) if "reference_text" in run]
+    if runs:
+        parts += ["<h2>Generated text</h2>", report_html.generated_texts(runs)]
+
+    tables = [(key, title, data[key]) for data in results.values()
+              for key, title in report_html.PERFORMANCE_TABLES.items() if key in data]
+    if tables:
+        parts.append("<h2>Performance</h2>")
+        for key, title, rows in tables:
+            rows = rows if isinstance(rows, list) else [rows]  # a single record (kv_cache_bytes) is one row
+            parts += [f"<h3>{title} <code>{key}</code></h3>", report_html.table(rows)]
+
+    links = "".join(f'<li><a href="{name}">{name.removesuffix(".html")}</a></li>' for name in pages)
+    parts += ["<h2>Notebooks</h2>", f"<ul>{links}</ul>"]
+    return "\n".join(parts)
 
 
 def build_report(report_dir):
+    """Write REPORT_DIR/<notebook>.html for every executed notebook and REPORT_DIR/index.html; return the
+    index's path."""
     report_dir = Path(report_dir)
-    exporter = HTMLExporter()
-    links = []
+    roots = (REPO_ROOT, report_dir.resolve())
+    pages = []
     for notebook in sorted((report_dir / "notebooks").glob("0*.ipynb")):
-        body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
-        (report_dir / f"{notebook.stem}.html").write_text(body)
-        links.append(f'<li><a href="{notebook.stem}.html">{html.escape(notebook.stem)}</a></li>')
-
-    rows, environment = [], None
-    for path in sorted((report_dir / "results").glob("*.json")):
-        results = json.loads(path.read_text())
-        environment = environment or results.get("environment")
-        rows.append(f"<tr><td>{html.escape(path.stem)}</td><td>{html.escape(_summary(path.stem, results))}</td>"
-                    f'<td><a href="results/{path.name}">{path.name}</a></td></tr>')
-    figures = [f'<figure><img src="figures/{p.name}" style="max-width:60%"><figcaption>{p.stem}</figcaption>'
-               "</figure>" for p in sorted((report_dir / "figures").glob("*.png"))]
-    env = "" if environment is None else html.escape(
-        ", ".join(f"{k}: {environment.get(k)}" for k in ("device", "torch", "triton", "transformers", "cuda",
-                                                          "date", "commit")))
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>FlashCore report</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
-td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}
-figure{{display:inline-block;margin:0 0 1em 0;width:100%}}</style></head><body>
-<h1>FlashCore report</h1>
-<p>{env}</p>
-<h2>Results</h2><table><tr><th>notebook</th><th>summary</th><th>data</th></tr>{''.join(rows)}</table>
-<h2>Notebooks</h2><ul>{''.join(links)}</ul>
-<h2>Figures</h2>{''.join(figures)}
-</body></html>
-"""
-    (report_dir / "index.html").write_text(page)
-    return report_dir / "index.html"
+        pages.append(f"{notebook.stem}.html")
+        (report_dir / pages[-1]).write_text(render_notebook(notebook, roots))
+    # scrubbed as text, before figures are embedded: base64 may spell anything, "/root/" included
+    results = {p.stem: json.loads(scrub_paths(p.read_text(), roots))
+               for p in sorted((report_dir / "results").glob("*.json"))}
+    figures = sorted((report_dir / "figures").glob("*.png"))
+    index = report_dir / "index.html"
+    index.write_text(report_html.page("FlashCore report", index_body(results, figures, pages)))
+    return index
 
 
 if __name__ == "__main__":
-    print(f"report index written to {build_report(sys.argv[1] if len(sys.argv) > 1 else 'report')}")
+    index = build_report(sys.argv[1] if len(sys.argv) > 1 else "report")
+    print(f"report index written to {index}")
