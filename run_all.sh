@@ -32,12 +32,16 @@ done
 have_cuda() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 
 # The CPU build of torch where the PyTorch index answers; otherwise the default index (which on some machines
-# holds the CPU wheel on local disk, and elsewhere gives the CUDA build: slower to fetch, but it works).
+# holds the CPU wheel on local disk, and elsewhere gives the CUDA build: slower to fetch, but it works). One
+# probe first, rather than letting pip retry every dependency against an index it cannot reach.
 install_torch() {
   local spec=${FLASHCORE_TORCH_SPEC:-torch==2.13.0} index=${FLASHCORE_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
-  "$PY" -m pip install -q --retries 2 --index-url "$index" "$spec" && return
-  echo "   $index did not serve $spec: installing it from the default index"
-  "$PY" -m pip install -q "$spec"
+  if "$PY" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)" "$index/" 2>/dev/null; then
+    "$PY" -m pip install -q --index-url "$index" "$spec"
+  else
+    echo "   $index does not answer: installing $spec from the default index"
+    "$PY" -m pip install -q "$spec"
+  fi
 }
 
 # FLASHCORE_NO_VENV=1 installs nothing, so say what is missing rather than fail half-way through
