@@ -7,15 +7,16 @@ Inputs are checked by flashcore._validate (its docstring lists the rules): a mis
 TypeError or RuntimeError naming the argument. The kernels are inference-only, and bf16 needs a CUDA GPU
 (Triton's interpreter computes it wrongly).
 
-NaN and inf in the inputs propagate as in PyTorch's scaled_dot_product_attention, and never raise:
+NaN and inf in the inputs propagate as in PyTorch's scaled_dot_product_attention (its CPU kernel, float32), and
+never raise:
 * NaN in a query row gives NaN in that row's output; NaN in a key gives NaN in every row that sees that key;
   NaN in a value gives NaN in those rows, in that value's dimensions. An inf score gives NaN (inf - inf), a
   -inf score a zero weight, an inf value an inf (or NaN) output, all as SDPA does.
 * Keys outside a sequence's valid range (before kv_start, from kv_lens on) are never read: NaN or garbage there,
   say in an uninitialised cache, does not reach the output (SDPA with a boolean mask gives NaN there).
-* One difference: a non-finite value at a key the causal mask hides from some rows reaches only the hidden
-  rows of the same key block (it meets a zero probability inside the block's product), where SDPA spreads it
-  to every row. Rows that can see the key agree.
+* One difference: a non-finite value at a key the causal mask hides from some rows reaches those of them whose
+  block of query rows visits that key's block (it meets a zero probability inside the block's product), where
+  SDPA spreads it to every row. Rows that can see the key agree.
 tests/test_nonfinite.py compares each case with SDPA in float32.
 """
 import os as _os
