@@ -21,8 +21,8 @@ NONFINITE = [float("nan"), float("inf"), float("-inf")]
 # Known difference: a non-finite value at a key that the causal mask hides from some rows. SDPA multiplies it by
 # a zero probability (0 x NaN = NaN) and so spreads it to every row; the kernel skips the key blocks a block of
 # query rows cannot see, so only the rows whose query block reaches the value's key block get NaN.
-HIDDEN_VALUE = pytest.mark.xfail(strict=True, reason="a causally hidden NaN/inf value reaches only the rows of "
-                                                    "its key block, where SDPA spreads it to all rows")
+HIDDEN_VALUE = pytest.mark.xfail(strict=True, reason="a causally hidden NaN/inf value reaches only the rows whose "
+                                                    "query block visits its key block; SDPA spreads it to all rows")
 
 
 def _inputs(tensor, position, value, q_len=S):
