@@ -25,7 +25,7 @@ def _figures_of(stem, figures):
 def index_body(results, figures, pages):
     """results: {stem: results dict}; figures: PNG paths; pages: names of the rendered notebook pages."""
     environment = next((r["environment"] for r in results.values() if "environment" in r), {})
-    commits = sorted({r["environment"].get("commit") for r in results.values() if "environment" in r})
+    commits = sorted({str(r["environment"].get("commit")) for r in results.values() if "environment" in r})
     parts = ["<h1>FlashCore report</h1>", report_html.environment_card(environment)]
     if len(commits) > 1:
         parts.append(f"<p><b>These results come from {len(commits)} commits:</b> {', '.join(commits)}</p>")
