@@ -201,3 +201,39 @@ def check_out(out, shape, dtype, device):
                          f"got {out.dtype} {tuple(out.shape)} on {out.device}")
     check_inference_only("out", out)
 
+
+# ----------------------------------------------------------------------------- fused decode ops (flashcore.ops)
+
+def check_matrix(name, t, shape=None, contiguous_rows=True):
+    """A 2D tensor of a supported dtype (with contiguous_rows, stride 1 along the last dimension)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 2:
+        raise ValueError(f"{name} must have rank 2, got shape {tuple(t.shape)}")
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} dtype {t.dtype} is not supported; use one of {SUPPORTED_DTYPES}")
+    if contiguous_rows and t.shape[1] > 1 and t.stride(1) != 1:
+        raise ValueError(f"{name} rows must be contiguous (stride 1 along the last dimension), got strides "
+                         f"{t.stride()}")
+    if t.device.type != "cuda" and not _interpreting():
+        raise ValueError(f"{name} is on {t.device}; FlashCore kernels need a CUDA device "
+                         "(or TRITON_INTERPRET=1 for CPU tensors)")
+
+
+def check_vector(name, t, length):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if tuple(t.shape) != (length,):
+        raise ValueError(f"{name} must have shape ({length},), got {tuple(t.shape)}")
+    if length > 1 and t.stride(0) != 1:
+        raise ValueError(f"{name} must be contiguous, got stride {t.stride(0)}")
+
+
+def check_same(name, t, ref_name, ref):
+    """t has ref's dtype and device."""
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} dtype {t.dtype} does not match {ref_name} dtype {ref.dtype}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} device {t.device} does not match {ref_name} device {ref.device}")

@@ -14,12 +14,14 @@ first valid key (left padding) and the end of the valid keys of each sequence â€
 They travel as one int32 tensor of shape [2, B, 1, 1]: four dimensions, so that transformers passes it on as an
 already-prepared mask (generate() builds the mask ahead of the forward for static caches).
 """
+import contextlib
+
 import torch
 import transformers.modeling_utils
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface
 
-from flashcore import decode_attention, prefill_attention
+from flashcore import compile_ops, decode_attention, prefill_attention
 from flashcore import _validate
 
 IMPLEMENTATION = "flashcore"
@@ -66,6 +68,11 @@ def flashcore_attention_forward(module, query, key, value, attention_mask, scali
                              "supported")
         kv_start, kv_lens = attention_mask[0, :, 0, 0], attention_mask[1, :, 0, 0]
     batch, q_heads, q_len, head_dim = query.shape
+    if torch.compiler.is_compiling():  # opaque custom ops: no guards on the launchers' host-side values
+        scale = head_dim ** -0.5 if scaling is None else float(scaling)
+        if q_len == 1:
+            return compile_ops.decode_attention_op(query, key, value, kv_lens, kv_start, scale), None
+        return compile_ops.prefill_attention_op(query, key, value, kv_lens, kv_start, scale, True), None
     out = torch.empty(batch, q_len, q_heads, head_dim, dtype=query.dtype, device=query.device)
     if q_len == 1:
         decode_attention(query, key, value, kv_lens=kv_lens, kv_start=kv_start, scale=scaling,
@@ -135,3 +142,19 @@ def revert_flashcore_attention(model, implementation=None):
     implementation = implementation or getattr(model, "_flashcore_previous_attn", None) or "sdpa"
     model.set_attn_implementation(implementation)
     return model
+
+
+@contextlib.contextmanager
+def attention_implementation(model, implementation):
+    """Run a block with the model's attention switched to `implementation` ("flashcore", "sdpa", "eager", ...),
+    then restore whatever it used before."""
+    previous = model.config._attn_implementation
+    if implementation == IMPLEMENTATION:
+        replace_llama_attention_with_flashcore(model, verbose=False)
+    else:
+        _check_llama_style(model)
+        model.set_attn_implementation(implementation)
+    try:
+        yield model
+    finally:
+        model.set_attn_implementation(previous)

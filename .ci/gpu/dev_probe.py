@@ -1,0 +1,144 @@
+"""Development probe for one device call: correctness of the new kernels and the engine on CUDA, then the
+numbers that steer the next change (GEMV vs cuBLAS, projection chain, decode attention, engine ms/token, a
+kernel-time profile of one engine step). Writes $OUT/probe.json; prints a short table last."""
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+import flashcore  # noqa: F401
+from flashcore.ops.gemv import gemv
+from integration import bench, kernel_bench
+from integration.engine import FlashCoreEngine
+from integration.models import llama31_8b
+from integration.timing import copy_bandwidth
+
+OUT = os.environ.get("OUT", "/tmp")
+parts = sys.argv[1].split(",") if len(sys.argv) > 1 else ["check", "gemv", "chain", "attn", "engine", "profile"]
+results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+log = lambda *a: print(*a, flush=True)  # noqa: E731
+t0 = time.time()
+bw = copy_bandwidth()
+results["copy_bandwidth_TBps"] = bw / 1e12
+log(f"copy bandwidth {bw / 1e12:.3f} TB/s")
+
+
+def save():
+    with open(os.path.join(OUT, f"probe_{'_'.join(parts)}.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+
+
+if "check" in parts:
+    rows = []
+    for n, k in [(4096, 4096), (6144, 4096), (1024, 4096), (4096, 14336), (28672, 4096), (100, 1000)]:
+        for m in (1, 2, 8, 17, 32):
+            for dtype in (torch.float16, torch.bfloat16):
+                for config in (None, (16, 128, 4)):
+                    x = torch.randn(m, k, device="cuda", dtype=dtype)
+                    w = (torch.randn(n, k, device="cuda", dtype=dtype) * 0.02)
+                    ref = x.double() @ w.double().T
+                    ours = (gemv(x, w, config=config).double() - ref).abs().max().item()
+                    theirs = (F.linear(x, w).double() - ref).abs().max().item()
+                    rows.append({"shape": f"{n}x{k}", "M": m, "dtype": str(dtype), "config": config, "err": ours,
+                                 "torch_err": theirs, "ok": ours <= 2 * theirs + 1e-5})
+    bad = [r for r in rows if not r["ok"]]
+    results["gemv_check"] = {"cases": len(rows), "failed": bad}
+    log(f"gemv check: {len(rows) - len(bad)}/{len(rows)} within 2x F.linear error; failed: {bad[:5]}")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    for dtype, layers in ((torch.float32, 4), (torch.float16, None)):
+        model = llama31_8b(dtype=dtype, num_layers=layers)
+        ids = torch.randint(0, 128000, (4, 24), device="cuda")
+        mask = torch.ones_like(ids)
+        mask[1, :5] = 0
+        mask[3, :11] = 0
+        ref = model.generate(ids, attention_mask=mask, max_new_tokens=24, min_new_tokens=24, do_sample=False)
+        engine = FlashCoreEngine(model, max_batch_size=4, max_seq_len=256)
+        out = engine.generate(ids, attention_mask=mask, max_new_tokens=24, eos_token_id=[])
+        same = (out == ref).all(-1).tolist()
+        single = engine.generate(ids[:1], max_new_tokens=24, eos_token_id=[])
+        results[f"engine_vs_hf_{dtype}"] = {"identical_rows": same, "single_identical": bool(torch.equal(single[0], ref[0]))}
+        log(f"engine vs HF {dtype}: rows identical {same}, single {torch.equal(single[0], ref[0])}")
+        sampled = engine.generate(ids[:2], max_new_tokens=16, do_sample=True, top_k=20, top_p=0.9, temperature=0.8)
+        log(f"sampled {sampled[:, 24:].tolist()}")
+        del engine, model
+        torch.cuda.empty_cache()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    save()
+
+if "host" in parts:
+    import timeit
+    from flashcore import decode_attention
+    from flashcore.decode import _validate_call
+    q = torch.randn(1, 32, 1, 128, dtype=torch.float16, device="cuda")
+    k = torch.randn(1, 8, 512, 128, dtype=torch.float16, device="cuda")
+    v = torch.randn_like(k)
+    lens = torch.full((1,), 512, dtype=torch.int32, device="cuda")
+    n = 2000
+    host = {}
+    for name, fn in (("decode_attention", lambda: decode_attention(q, k, v, kv_lens=lens)),
+                     ("validate_call", lambda: _validate_call(q, k, v, lens, None)),
+                     ("torch.empty", lambda: torch.empty(1, 1, 32, 128, dtype=q.dtype, device=q.device)),
+                     ("sdpa", lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True))):
+        fn()
+        torch.cuda.synchronize()
+        host[name] = timeit.timeit(fn, number=n) / n * 1e6
+        torch.cuda.synchronize()
+    from flashcore.decode import _decode_launch
+    (compiled, tail), = [v for key, v in _decode_launch.compiled.items() if key[0][4] == 1 or True][:1]
+    results["host_us"] = host
+    log("host us per call:", host)
+    save()
+
+if "gemv" in parts:
+    results["gemv"] = kernel_bench.gemv_rows(bw, rows_m=(1, 2, 8))
+    for r in results["gemv"]:
+        log(f"gemv {r['shape']:>12s} M={r['M']}: flashcore {r['flashcore_us']:7.1f} us "
+            f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:7.1f} us ({r['cublas_bandwidth_fraction']:.0%})")
+    save()
+
+if "attn" in parts:
+    results["decode_attention"] = kernel_bench.decode_attention_rows([512, 2048, 8192, 32768, 131072], bw)
+    results["decode_attention"] += kernel_bench.decode_attention_rows([4096], bw, batches=(8,))
+    for r in results["decode_attention"]:
+        log(f"decode B={r['batch']} {r['cache_len']:6d}: py {r['flashcore_us']:6.1f} (sdpa {r['sdpa_gqa_us']:6.1f}) "
+            f"graph {r['flashcore_graph_us']:6.1f} (sdpa {r['sdpa_graph_us']:6.1f}) bw {r['bandwidth_fraction']:.0%}")
+    results["decode_tuning"] = kernel_bench.decode_tuning_rows(32768, bw, (8, 12, 16, 24, 32), (32, 64, 128))
+    for r in results["decode_tuning"]:
+        log(f"tune 32K splits {r['splits']} block {r['block_n']}: {r['graph_us']:.1f} us {r['bandwidth_fraction']:.0%}")
+    save()
+
+if {"chain", "engine", "profile", "compile"} & set(parts):
+    model = llama31_8b(dtype=torch.float16)
+    if "chain" in parts:
+        engine = FlashCoreEngine(model, max_batch_size=1, max_seq_len=64)
+        results["projection_chain"] = kernel_bench.projection_chain(engine.weights, bw)
+        log("chain", results["projection_chain"])
+        del engine
+    if "engine" in parts:
+        paths = ["flashcore-engine", "flashcore-engine-cublas", "hf-static-graph-sdpa", "hf-static-graph-flashcore"]
+        results["decode"] = bench.decode_sweep(model, [2048, 8192], bw, paths, log=log)
+        results["batch_sweep"] = bench.batch_sweep(model, [1, 8, 32], 2048, bw)
+        log(results["batch_sweep"])
+    if "compile" in parts:
+        small = llama31_8b(dtype=torch.float16, num_layers=2)
+        results["hf_compile"] = bench.hf_compile_rows(small, prompt_len=512, log=log)
+        del small
+    if "profile" in parts:
+        from torch.profiler import ProfilerActivity, profile
+        engine = FlashCoreEngine(model, max_batch_size=1, max_seq_len=2100, cuda_graphs=False)
+        program = engine.engine.program_for(1)
+        engine.engine.state.write_pos.fill_(2048)
+        program.step()
+        engine.engine.state.write_pos.fill_(2048)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            program.step()
+            torch.cuda.synchronize()
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=15)
+        results["profile"] = table
+        log(table)
+    save()
+log(f"total {time.time() - t0:.0f} s")

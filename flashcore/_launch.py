@@ -1,0 +1,42 @@
+"""A low-overhead launch path for Triton kernels called on every decode step from Python.
+
+Triton's ``kernel[grid](**kwargs)`` binds the arguments, specialises every one of them (pointer alignment, ints
+equal to 1 or divisible by 16, 32- or 64-bit ints) and looks the result up in its cache on every call: tens of
+microseconds of host time, more than a decode kernel runs on the device. ``FastLaunch`` lets the first call of
+each variant go through Triton (which compiles it) and afterwards hands the arguments straight to the compiled
+kernel's C launcher.
+
+The caller names the variant with ``key``, and the key must determine everything Triton would specialise on.
+Kernels launched this way therefore type every int parameter (``stride: tl.int64``) and list it in
+``do_not_specialize``, so ints are never specialised; what remains is each pointer's dtype and 16-byte
+alignment, and the constexprs, which the key must include.
+"""
+from triton.runtime import driver
+
+
+class FastLaunch:
+    """Wraps one @triton.jit kernel whose runtime parameters come first and constexpr parameters last."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.arg_names = kernel.arg_names
+        self.compiled = {}
+
+    def launch(self, grid, args, key, constexprs):
+        """args: every runtime argument, positionally, in signature order. key: hashable, determining the
+        pointer dtypes and alignments and the constexprs. constexprs(): a dict of the constexpr arguments by name
+        (num_warps and num_stages too), called only the first time a key is seen."""
+        device = args[0].device.index
+        entry = self.compiled.get((key, device))
+        if entry is None:  # first call of this variant: Triton's own path compiles and launches it
+            named = constexprs()
+            compiled = self.kernel[grid](**dict(zip(self.arg_names, args)), **named)
+            if compiled is not None:  # None under the interpreter, which has nothing to reuse
+                # the C launcher takes every signature argument, constexprs included, in signature order
+                tail = tuple(named[name] for name in self.arg_names[len(args):])
+                self.compiled[(key, device)] = (compiled, tail)
+            return
+        compiled, tail = entry
+        grid = tuple(grid) + (1,) * (3 - len(grid))
+        compiled.run(grid[0], grid[1], grid[2], driver.active.get_current_stream(device), compiled.function,
+                     compiled.packed_metadata, None, None, None, *args, *tail)

@@ -1,0 +1,272 @@
+"""Weight-streaming GEMV / skinny GEMM for decode: y = x · Wᵀ with x [M, K] (M = batch, 1 to 32), W [N, K].
+
+At decode time the weights are nearly all the bytes a step moves, so this kernel is built to stream W once at
+full bandwidth: each program owns BLOCK_N output columns and walks the whole of K, so no split-K partials and
+no reduce kernel exist. Small blocks of N give enough programs to fill every SM even for 4096-wide outputs.
+
+Optional fusions remove the small kernels around each projection (each costs a launch and a ramp-up):
+- ``norm_weight``: RMSNorm of x recomputed in the prologue (x is a few KB, read from L2), exactly as Hugging
+  Face's LlamaRMSNorm rounds it: fp32 statistics, x·rstd rounded to x's dtype, times the weight, rounded again.
+- ``residual``: y = residual + y, each rounded to the output dtype as ``residual + linear(x)`` would be.
+- ``activation="silu_mul"``: W is [gate; up] stacked ([2N, K]); y = silu(x·gateᵀ) * (x·upᵀ), rounded as
+  ``act_fn(gate_proj(x)) * up_proj(x)`` is.
+Accumulation is fp32. Up to 8 rows reduce elementwise products (no padding of M to 16); 16-bit inputs with
+more rows use tl.dot.
+"""
+import torch
+import triton
+import triton.language as tl
+import triton.testing
+
+from flashcore import _validate
+
+MAX_ROWS = 32  # batch rows per call; the decode engine's largest batch
+EPILOGUE_NONE, EPILOGUE_RESIDUAL, EPILOGUE_SILU_MUL = 0, 1, 2
+
+
+@triton.jit
+def _silu(x):
+    return x / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, mask, stride_om, stride_rm, EPILOGUE: tl.constexpr):
+    """Round and store y = acc (plus the residual, or silu(acc) * acc_up), as the unfused torch ops round."""
+    out_ty = Out.dtype.element_ty
+    y = acc.to(out_ty)
+    if EPILOGUE == 1:
+        residual = tl.load(Residual + offs_m[:, None].to(tl.int64) * stride_rm + offs_n[None, :], mask=mask)
+        y = (y.to(tl.float32) + residual.to(tl.float32)).to(out_ty)
+    if EPILOGUE == 2:
+        gate = _silu(y.to(tl.float32)).to(out_ty)
+        y = (gate.to(tl.float32) * acc_up.to(out_ty).to(tl.float32)).to(out_ty)
+    tl.store(Out + offs_m[:, None].to(tl.int64) * stride_om + offs_n[None, :], y, mask=mask)
+
+
+@triton.jit(do_not_specialize=["M"])
+def _gemv_kernel(
+    X, W, Out, NormWeight, Residual, Partials, Counters,
+    M, N, K,
+    stride_xm, stride_xk, stride_wn, stride_om, stride_rm,
+    eps,
+    M_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, USE_DOT: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)  # which slice of K (split-K: small N still fills every SM)
+    offs_m = tl.arange(0, M_PAD)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    x_rows = X + offs_m[:, None].to(tl.int64) * stride_xm
+    w_rows = W + offs_n[:, None].to(tl.int64) * stride_wn
+    up_rows = W + (offs_n + N)[:, None].to(tl.int64) * stride_wn  # silu_mul: the up half of [gate; up]
+
+    if HAS_NORM:
+        # RMSNorm statistics in fp32 over the whole row of x (a few KB: an L2 read per program)
+        sum_sq = tl.zeros([M_PAD], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_rows + offs_k[None, :] * stride_xk, mask=mask_m[:, None] & (offs_k[None, :] < K),
+                        other=0.0).to(tl.float32)
+            sum_sq += tl.sum(x * x, 1)
+        rstd = tl.math.rsqrt(sum_sq / K + eps)
+
+    # this program's slice of K: whole BLOCK_K chunks, contiguous (long runs of each weight row)
+    k_per_split = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
+    k_lo = pid_k * k_per_split
+    k_hi = tl.minimum(K, k_lo + k_per_split)
+    acc = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
+    acc_up = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < k_hi
+        x = tl.load(x_rows + offs_k[None, :] * stride_xk, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        if HAS_NORM:
+            g = tl.load(NormWeight + offs_k, mask=mask_k, other=0.0)
+            x_hat = (x.to(tl.float32) * rstd[:, None]).to(x.dtype)
+            x = (x_hat.to(tl.float32) * g[None, :].to(tl.float32)).to(x.dtype)
+        w = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+        if USE_DOT:
+            acc += tl.dot(x, tl.trans(w))
+        else:
+            acc += tl.sum(x[:, None, :].to(tl.float32) * w[None, :, :].to(tl.float32), 2)
+        if EPILOGUE == 2:
+            w_up = tl.load(up_rows + offs_k[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+            if USE_DOT:
+                acc_up += tl.dot(x, tl.trans(w_up))
+            else:
+                acc_up += tl.sum(x[:, None, :].to(tl.float32) * w_up[None, :, :].to(tl.float32), 2)
+
+    mask = mask_m[:, None] & mask_n[None, :]
+    if SPLIT_K == 1:
+        _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, mask, stride_om, stride_rm, EPILOGUE)
+    else:
+        # Partials [SPLIT_K, 2, M_PAD, N] fp32; the last slice of this column block to arrive sums them in a
+        # fixed order (deterministic), applies the epilogue and re-arms the counter for the next call.
+        tile = offs_m[:, None].to(tl.int64) * N + offs_n[None, :]
+        plane = M_PAD * N
+        tl.store(Partials + (pid_k * 2) * plane + tile, acc, mask=mask)
+        if EPILOGUE == 2:
+            tl.store(Partials + (pid_k * 2 + 1) * plane + tile, acc_up, mask=mask)
+        tl.debug_barrier()  # every thread's partial stores before the (acq_rel, gpu-scope) arrival
+        arrived = tl.atomic_add(Counters + pid_n, 1)
+        if arrived == SPLIT_K - 1:
+            tl.store(Counters + pid_n, 0)
+            acc = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
+            acc_up = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
+            for s in tl.static_range(SPLIT_K):  # .cg: from L2, never a stale L1 line
+                acc += tl.load(Partials + (s * 2) * plane + tile, mask=mask, other=0.0, cache_modifier=".cg")
+                if EPILOGUE == 2:
+                    acc_up += tl.load(Partials + (s * 2 + 1) * plane + tile, mask=mask, other=0.0,
+                                      cache_modifier=".cg")
+            _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, mask, stride_om, stride_rm, EPILOGUE)
+
+
+MAX_SPLIT_K = 4
+SPLIT_K_MAX_N = 16384  # wider outputs have programs enough without splitting K
+MIN_BLOCK_N = 4
+
+
+def _configs():
+    configs = []
+    for block_n in (4, 8, 16, 32, 64):
+        for block_k in (64, 128, 256, 512, 1024):
+            for split_k in (1, 2, 4):
+                for num_warps in (4, 8):
+                    configs.append(triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split_k},
+                                                 num_warps=num_warps))
+    return configs
+
+
+def _prune(configs, named_args, **kwargs):
+    """Keep configs whose per-iteration tile fits in registers and that give at least one wave of programs
+    (split-K only where N alone gives too few, and at most 16 waves of split programs)."""
+    args = {**named_args, **kwargs}  # the launcher passes everything by keyword
+    m_pad, n, k, use_dot = args["M_PAD"], args["N"], args["K"], args["USE_DOT"]
+    kept = []
+    for config in configs:
+        block_n, block_k, split_k = config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"], config.kwargs["SPLIT_K"]
+        if use_dot:  # tl.dot needs BLOCK_N >= 16; an [M_PAD, BLOCK_N] fp32 accumulator
+            fits = block_n >= 16 and block_n * block_k <= 8192 * (config.num_warps // 4)
+        else:  # the [M_PAD, BLOCK_N, BLOCK_K] product lives in registers
+            fits = m_pad * block_n * block_k <= 8192 * (config.num_warps // 4)
+        programs = triton.cdiv(n, block_n) * split_k
+        useful_split = split_k == 1 or (n <= SPLIT_K_MAX_N and k >= split_k * block_k * 2 and programs <= 132 * 16)
+        if fits and useful_split and programs >= 132:
+            kept.append(config)
+    return kept or [triton.Config({"BLOCK_N": 16, "BLOCK_K": 128, "SPLIT_K": 1}, num_warps=4)]
+
+
+_gemv_autotuned = triton.autotune(
+    configs=_configs(), key=["N", "K", "M_PAD", "HAS_NORM", "EPILOGUE", "USE_DOT"],
+    prune_configs_by={"early_config_prune": _prune},
+    # 5 + 25 ms per config (the kernels run for microseconds), with do_bench's L2 flush between runs
+    do_bench=lambda fn, quantiles: triton.testing.do_bench(fn, warmup=5, rep=25, quantiles=quantiles),
+    restore_value=["Out"],  # Out may alias Residual (an in-place residual add): every trial starts from it
+)(_gemv_kernel)
+
+
+class GemvWorkspace:
+    """Split-K partial sums and one arrival counter per column block (zero between calls). Sized for up to
+    `rows` padded batch rows and `n` outputs; one workspace must not serve two launches running at once."""
+
+    def __init__(self, rows, n, device=None):
+        self.partials = torch.empty(MAX_SPLIT_K * 2 * rows * n, dtype=torch.float32, device=device)
+        self.counters = torch.zeros(triton.cdiv(n, MIN_BLOCK_N), dtype=torch.int32, device=device)
+        self.rows, self.n = rows, n
+
+    def fits(self, rows, n):
+        return rows <= self.rows and n <= self.n
+
+
+_WORKSPACES = {}
+_RETIRED = []
+
+
+def _default_workspace(device, rows, n):
+    """The per-device workspace (launches on one device run in stream order, so they can share it), grown
+    when a call needs more. Grown-out workspaces stay referenced: a captured CUDA graph may still use them."""
+    workspace = _WORKSPACES.get(device)
+    if workspace is None or not workspace.fits(rows, n):
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("gemv needs a larger workspace while a CUDA graph is being captured: call it once "
+                               "with these shapes before capturing")
+        rows = max(rows, workspace.rows if workspace else 0)
+        n = max(n, workspace.n if workspace else 0, SPLIT_K_MAX_N)
+        if workspace is not None:
+            _RETIRED.append(workspace)
+        workspace = _WORKSPACES[device] = GemvWorkspace(rows, n, device)
+    return workspace
+
+
+def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, activation=None, workspace=None,
+         config=None):
+    """y = x · weightᵀ for decode-sized x [M, K] (1 <= M <= 32) and weight [N, K] (or [2N, K] for silu_mul).
+
+    norm_weight [K]: apply RMSNorm (eps) to x first. residual [M, N]: return residual + y (may be ``out``
+    itself, for an in-place residual stream). activation "silu_mul": weight holds [gate; up]; returns
+    silu(x·gateᵀ) * (x·upᵀ), of shape [M, N]. out: optional [M, N] output (lets a CUDA graph allocate nothing).
+    workspace: a GemvWorkspace for split-K partials (default: one per device, grown on demand; pass your own
+    to capture the call in a CUDA graph before any other call has sized the default).
+    config: (BLOCK_N, BLOCK_K, SPLIT_K) to force a launch configuration instead of the autotuned one.
+    weight, out and residual rows must be contiguous (stride 1 along the last dimension); x may be any view.
+    """
+    _validate.check_matrix("x", x, contiguous_rows=False)
+    _validate.check_matrix("weight", weight)
+    _validate.check_same("weight", weight, "x", x)
+    rows, k = x.shape
+    if not 1 <= rows <= MAX_ROWS:
+        raise ValueError(f"x must have 1 to {MAX_ROWS} rows (a decode batch), got {rows}; use F.linear for more")
+    if weight.shape[1] != k:
+        raise ValueError(f"weight has {weight.shape[1]} columns but x has {k}")
+    if activation not in (None, "silu_mul"):
+        raise ValueError(f"activation must be None or 'silu_mul', got {activation!r}")
+    n = weight.shape[0]
+    if activation == "silu_mul":
+        if residual is not None:
+            raise ValueError("residual and activation='silu_mul' cannot be combined")
+        if n % 2:
+            raise ValueError(f"activation='silu_mul' needs weight rows [gate; up] (an even count), got {n}")
+        n //= 2
+    if norm_weight is not None:
+        _validate.check_vector("norm_weight", norm_weight, k)
+        _validate.check_same("norm_weight", norm_weight, "x", x)
+    if residual is not None:
+        _validate.check_matrix("residual", residual, shape=(rows, n))
+        _validate.check_same("residual", residual, "x", x)
+    if out is None:
+        out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
+    else:
+        _validate.check_matrix("out", out, shape=(rows, n))
+        _validate.check_same("out", out, "x", x)
+    # Tensor cores for 2+ rows of 16-bit inputs (M padded to 16). fp32 keeps tl.sum's tree reductions, whose
+    # rounding error stays near cuBLAS's (a dot accumulates K sequentially: about 5x the error at K = 4096).
+    use_dot = rows >= 2 and x.dtype != torch.float32
+    m_pad = max(16, triton.next_power_of_2(rows)) if use_dot else triton.next_power_of_2(rows)
+    if workspace is None:
+        workspace = _default_workspace(x.device, m_pad, n)
+    elif not isinstance(workspace, GemvWorkspace):
+        raise TypeError(f"workspace must be a GemvWorkspace, got {type(workspace).__name__}")
+    elif not workspace.fits(m_pad, n) or workspace.partials.device != x.device:
+        raise ValueError(f"workspace ({workspace.rows} rows x {workspace.n} on {workspace.partials.device}) does "
+                         f"not fit {m_pad} rows x {n} on {x.device}")
+    epilogue = EPILOGUE_SILU_MUL if activation else (EPILOGUE_RESIDUAL if residual is not None else EPILOGUE_NONE)
+    args = dict(
+        X=x, W=weight, Out=out, NormWeight=norm_weight, Residual=residual,
+        Partials=workspace.partials, Counters=workspace.counters,
+        M=rows, N=n, K=k,
+        stride_xm=x.stride(0), stride_xk=x.stride(1), stride_wn=weight.stride(0), stride_om=out.stride(0),
+        stride_rm=residual.stride(0) if residual is not None else 0,
+        eps=float(eps), M_PAD=m_pad, HAS_NORM=norm_weight is not None, EPILOGUE=epilogue, USE_DOT=use_dot,
+    )
+    if config is None and x.device.type == "cuda":
+        _gemv_autotuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])](**args)
+        return out
+    block_n, block_k, split_k = config or (64, 256, 1)  # the interpreter: one config keeps CPU tests fast
+    if split_k not in (1, 2, 4) or block_n < MIN_BLOCK_N or (use_dot and block_n < 16):
+        raise ValueError(f"config {config!r}: SPLIT_K must be 1, 2 or 4 and BLOCK_N at least "
+                         f"{16 if use_dot else MIN_BLOCK_N}")
+    _gemv_kernel[(triton.cdiv(n, block_n), split_k)](**args, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split_k,
+                                                    num_warps=4)
+    return out

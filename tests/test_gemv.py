@@ -1,0 +1,72 @@
+"""The decode GEMV against float64 and F.linear (the acceptance rule), and its fused prologue/epilogues against
+the unfused torch ops they replace."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import ON_GPU
+from flashcore.engine import rms_norm
+from flashcore.ops.gemv import gemv
+
+DTYPES = [torch.float16, torch.float32] + ([torch.bfloat16] if ON_GPU else [])
+
+
+def _randn(*shape, dtype, device, scale=1.0):
+    return (torch.randn(*shape) * scale).to(device=device, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows, n, k", [(1, 96, 200), (3, 40, 300), (8, 64, 129), (17, 32, 520)])  # K off-block
+@pytest.mark.parametrize("config", [None, (16, 64, 2)])  # the default, and a forced split-K
+def test_error_within_twice_f_linear(rows, n, k, dtype, config, device):
+    if dtype == torch.float32 and rows > 8 and config:
+        pytest.skip("fp32 rows past 8 use the elementwise path, whose tile needs a smaller BLOCK_N")
+    x = _randn(rows, 2 * k, dtype=dtype, device=device)[:, ::2]  # non-contiguous x
+    w = _randn(n, k, dtype=dtype, device=device, scale=0.05)
+    out = torch.full((rows, n), float("nan"), dtype=dtype, device=device)
+    gemv(x, w, out=out, config=config)
+    ref = x.double() @ w.double().T
+    err = (out.double() - ref).abs().max().item()
+    torch_err = (F.linear(x, w).double() - ref).abs().max().item()
+    assert err <= 2 * torch_err + 1e-5, (err, torch_err)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("config", [None, (16, 64, 4)])
+def test_fusions_round_like_the_unfused_ops(dtype, config, device):
+    rows, n, k = 2, 48, 256
+    x = _randn(rows, k, dtype=dtype, device=device)
+    g = _randn(k, dtype=dtype, device=device)
+    w = _randn(2 * n, k, dtype=dtype, device=device, scale=0.05)
+    # the same products in float64 decide how close "like the torch ops" can be: accumulation order only
+    tolerance = {torch.float16: 2e-3, torch.float32: 1e-5}[dtype]
+    normed = rms_norm(x, g, 1e-5)
+    got = gemv(x, w, norm_weight=g, eps=1e-5, activation="silu_mul", config=config)
+    gate_up = F.linear(normed, w)
+    torch.testing.assert_close(got, F.silu(gate_up[:, :n]) * gate_up[:, n:], atol=tolerance, rtol=tolerance)
+    residual = _randn(rows, 2 * n, dtype=dtype, device=device)
+    expected = residual + F.linear(normed, w)
+    got = gemv(x, w, norm_weight=g, eps=1e-5, residual=residual.clone(), config=config)
+    torch.testing.assert_close(got, expected, atol=tolerance, rtol=tolerance)
+    in_place = residual.clone()
+    gemv(x, w, norm_weight=g, eps=1e-5, residual=in_place, out=in_place, config=config)  # out aliasing residual
+    torch.testing.assert_close(in_place, expected, atol=tolerance, rtol=tolerance)
+
+
+def test_bad_inputs_name_the_argument(device):
+    x = torch.randn(2, 64, device=device, dtype=torch.float16)
+    w = torch.randn(32, 64, device=device, dtype=torch.float16)
+    cases = [
+        (lambda: gemv(torch.randn(33, 64, device=device, dtype=torch.float16), w), "rows"),
+        (lambda: gemv(x, torch.randn(32, 65, device=device, dtype=torch.float16)), "columns"),
+        (lambda: gemv(x, w.float()), "dtype"),
+        (lambda: gemv(x, w, activation="gelu"), "activation"),
+        (lambda: gemv(x, w[:31], activation="silu_mul"), "even"),
+        (lambda: gemv(x, w, residual=torch.randn(2, 31, device=device, dtype=torch.float16)), "residual"),
+        (lambda: gemv(x, w, norm_weight=torch.randn(63, device=device, dtype=torch.float16)), "norm_weight"),
+        (lambda: gemv(x, w[:, ::2]), "weight"),
+        (lambda: gemv(x, w, config=(16, 64, 3)), "SPLIT_K"),
+    ]
+    for call, word in cases:
+        with pytest.raises((ValueError, TypeError), match=word):
+            call()
