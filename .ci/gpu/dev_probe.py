@@ -71,23 +71,33 @@ if "check" in parts:
 if "host" in parts:
     import timeit
     from flashcore import decode_attention
-    from flashcore.decode import _validate_call
+    import triton
+    import triton.language as tl
+    from flashcore.decode import DecodeWorkspace, _validate_call
     q = torch.randn(1, 32, 1, 128, dtype=torch.float16, device="cuda")
     k = torch.randn(1, 8, 512, 128, dtype=torch.float16, device="cuda")
     v = torch.randn_like(k)
     lens = torch.full((1,), 512, dtype=torch.int32, device="cuda")
     n = 2000
     host = {}
+    out = torch.empty_like(q)
+    ws = DecodeWorkspace.for_shape(1, 32, 8, 128, 8, q.device)
+
+    @triton.jit
+    def _tiny(a, b, n):
+        tl.store(b, tl.load(a) + n)
+
     for name, fn in (("decode_attention", lambda: decode_attention(q, k, v, kv_lens=lens)),
                      ("validate_call", lambda: _validate_call(q, k, v, lens, None)),
+                     ("decode_attention_out_ws", lambda: decode_attention(q, k, v, kv_lens=lens, out=out, workspace=ws,
+                                                                          splits=2)),
+                     ("triton_launch_3_args", lambda: _tiny[(1,)](lens, lens, 1)),
                      ("torch.empty", lambda: torch.empty(1, 1, 32, 128, dtype=q.dtype, device=q.device)),
                      ("sdpa", lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True))):
         fn()
         torch.cuda.synchronize()
         host[name] = timeit.timeit(fn, number=n) / n * 1e6
         torch.cuda.synchronize()
-    from flashcore.decode import _decode_launch
-    (compiled, tail), = [v for key, v in _decode_launch.compiled.items() if key[0][4] == 1 or True][:1]
     results["host_us"] = host
     log("host us per call:", host)
     save()
