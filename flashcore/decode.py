@@ -3,12 +3,15 @@
 A decode step has one query row per head, far too little work for one program per head to fill a GPU.
 So the key range of each (sequence, KV head) is split across `splits` programs. Each program handles all
 GROUP_SIZE query heads of its KV head together, so every K/V byte is read once, and writes a partial output
-with its log-sum-exp to a workspace; the last split to finish (counted by an atomic per sequence and KV head)
-merges them, so one launch does the whole step and no second kernel is needed.
+with its log-sum-exp; a second small kernel merges the partials.
 
 Splits take key blocks round-robin (split s reads blocks s, s + splits, ...) up to the sequence's
 length, which is read on the device: the work is balanced for any length, the launch never waits on the
 host, and one launch serves every step of a CUDA graph over a static cache.
+
+Called from Python on every token, the launcher's host time matters as much as the kernels' (a decode step at
+a short cache runs for a few microseconds): the partials live in a reusable workspace (no allocation per call),
+a call whose shapes were validated before skips the checks, and both kernels go through FastLaunch.
 """
 import functools
 import math
@@ -23,60 +26,36 @@ from flashcore._online_softmax import LOG2E, attend_block, finish
 
 DECODE_BLOCK_N = 64
 MAX_SPLITS = 64
-MIN_BLOCKS_PER_SPLIT = 4
 
 
 def num_splits(batch, kv_heads, max_len, sm_count, block_n=DECODE_BLOCK_N):
     """How many programs share one (sequence, KV head)'s keys. Pure: a function of its arguments only.
 
-    About one wave of programs over the SMs (measured on the H100 at 32K keys: 16 splits of the 8B's 8 KV heads
-    beat 32, 48 and 64), but at least MIN_BLOCKS_PER_SPLIT key blocks per split, so that short caches are not
-    cut into splits whose set-up and merge cost more than their keys, and never more than MAX_SPLITS.
+    Aim for about two waves of programs over the SMs, but give each split at least one key block and never
+    more than MAX_SPLITS (the merge reads every split).
     """
     for name, value in (("batch", batch), ("kv_heads", kv_heads), ("max_len", max_len),
                         ("sm_count", sm_count), ("block_n", block_n)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        _validate.check_positive_int(name, value)
     programs = batch * kv_heads
-    wanted = math.ceil(sm_count / programs)
-    return max(1, min(wanted, math.ceil(max_len / (MIN_BLOCKS_PER_SPLIT * block_n)), MAX_SPLITS))
+    wanted = math.ceil(2 * sm_count / programs)
+    return max(1, min(wanted, math.ceil(max_len / block_n), MAX_SPLITS))
 
 
-_INT_PARAMS = ["stride_qb", "stride_qh", "stride_kb", "stride_kh", "stride_kn", "stride_vb", "stride_vh",
-               "stride_vn", "stride_ob", "stride_oh", "kv_heads", "kv_len", "num_splits"]
-
-
-# Every int is typed (32-bit: the launcher refuses larger strides) and never specialised, so that one compiled
-# kernel serves every length, split count and layout, and FastLaunch can reuse it without re-deriving Triton's
-# specialisation on each call. (64-bit strides made every [D, BLOCK_N] pointer tile 64-bit: on the H100 that
-# spilled registers and ran 2.5x slower.)
-@triton.jit(do_not_specialize=_INT_PARAMS, do_not_specialize_on_alignment=["KvLens", "KvStart"])
-def _decode_kernel(
-    Q, K, V, Out, PartialOut, PartialLse, Counters, KvLens, KvStart,
-    stride_qb: tl.int32, stride_qh: tl.int32,
-    stride_kb: tl.int32, stride_kh: tl.int32, stride_kn: tl.int32,
-    stride_vb: tl.int32, stride_vh: tl.int32, stride_vn: tl.int32,
-    stride_ob: tl.int32, stride_oh: tl.int32,
-    kv_heads: tl.int32, kv_len: tl.int32, num_splits: tl.int32, qk_scale_log2,
+# Lengths change every call (a new token, a new prompt): compile once for all of them.
+@triton.jit(do_not_specialize=["kv_heads", "kv_len", "num_splits"])
+def _decode_split_kernel(
+    Q, K, V, PartialOut, PartialLse, KvLens, KvStart,
+    stride_qb, stride_qh, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    kv_heads, kv_len, num_splits, qk_scale_log2,
     GROUP_SIZE: tl.constexpr, BLOCK_H: tl.constexpr,
-    HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, BLOCK_N: tl.constexpr, SPLITS_PADDED: tl.constexpr,
-    HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr, STRIDES_ALIGNED: tl.constexpr,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """Every tensor's last dimension is contiguous (the launcher makes sure), so no head_dim strides.
-    STRIDES_ALIGNED: every stride is a multiple of 16 elements, so rows start 16-byte aligned (wide loads)."""
     tl.static_assert(BLOCK_H >= GROUP_SIZE)
-    if STRIDES_ALIGNED:
-        stride_qh = tl.multiple_of(stride_qh, 16)
-        stride_kn = tl.multiple_of(stride_kn, 16)
-        stride_vn = tl.multiple_of(stride_vn, 16)
-        stride_oh = tl.multiple_of(stride_oh, 16)
-        stride_qb = tl.multiple_of(stride_qb, 16)
-        stride_kb = tl.multiple_of(stride_kb, 16)
-        stride_kh = tl.multiple_of(stride_kh, 16)
-        stride_vb = tl.multiple_of(stride_vb, 16)
-        stride_vh = tl.multiple_of(stride_vh, 16)
-        stride_ob = tl.multiple_of(stride_ob, 16)
     # torch.compile hands a Python float over as fp64; keep the softmax state in fp32 whatever the caller
     qk_scale_log2 = tl.cast(qk_scale_log2, tl.float32)
     split = tl.program_id(0)
@@ -98,7 +77,8 @@ def _decode_kernel(
     mask_d = offs_d < HEAD_DIM
     q_heads = off_hkv * GROUP_SIZE + offs_h
 
-    q_ptrs = Q + off_b.to(tl.int64) * stride_qb + q_heads[:, None].to(tl.int64) * stride_qh + offs_d[None, :]
+    q_ptrs = Q + off_b.to(tl.int64) * stride_qb + q_heads[:, None].to(tl.int64) * stride_qh \
+        + offs_d[None, :] * stride_qd
     q = tl.load(q_ptrs, mask=mask_h[:, None] & mask_d[None, :], other=0.0)
     k_base = K + off_b.to(tl.int64) * stride_kb + off_hkv.to(tl.int64) * stride_kh
     v_base = V + off_b.to(tl.int64) * stride_vb + off_hkv.to(tl.int64) * stride_vh
@@ -113,65 +93,63 @@ def _decode_kernel(
         col_ok = (cols >= kv_lo) & (cols < kv_hi)
         m_i, l_i, acc = attend_block(
             q, m_i, l_i, acc,
-            k_base + cols[None, :].to(tl.int64) * stride_kn + offs_d[:, None], col_ok[None, :] & mask_d[:, None],
-            v_base + cols[:, None].to(tl.int64) * stride_vn + offs_d[None, :], col_ok[:, None] & mask_d[None, :],
+            k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd, col_ok[None, :] & mask_d[:, None],
+            v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd, col_ok[:, None] & mask_d[None, :],
             col_ok[None, :], qk_scale_log2, DOT_PRECISION)
 
-    # Partial result, normalised within the split; a split with no keys gives zeros and lse -inf.
+    # Partial result, normalised within the split; a split with no keys writes zeros and lse -inf.
     out, lse_log2 = finish(m_i, l_i, acc)
-    o_ptrs = Out + off_b.to(tl.int64) * stride_ob + q_heads[:, None].to(tl.int64) * stride_oh + offs_d[None, :]
-    o_mask = mask_h[:, None] & mask_d[None, :]
-    if num_splits == 1:
-        tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=o_mask)
-    else:
-        rows = (off_b * kv_heads * GROUP_SIZE + q_heads).to(tl.int64) * num_splits  # [B, Hq, splits] order
-        tl.store(PartialOut + (rows + split)[:, None] * HEAD_DIM_PADDED + offs_d[None, :], out, mask=mask_h[:, None])
-        tl.store(PartialLse + rows + split, lse_log2, mask=mask_h)
-        # Arrive: every thread's partial stores are ordered before the (acq_rel, gpu-scope) counter increment.
-        tl.debug_barrier()
-        arrived = tl.atomic_add(Counters + off_bh, 1)
-        if arrived == num_splits - 1:  # the last split merges the others by log-sum-exp, then re-arms
-            tl.store(Counters + off_bh, 0)
-            offs_s = tl.arange(0, SPLITS_PADDED)
-            mask_s = offs_s < num_splits
-            for h in tl.static_range(GROUP_SIZE):  # unrolled: every head's loads can be in flight together
-                head_rows = (off_b * kv_heads * GROUP_SIZE + off_hkv * GROUP_SIZE + h).to(tl.int64) * num_splits
-                # .cg: read from L2, never from this SM's L1, which may hold another call's partials
-                lse = tl.load(PartialLse + head_rows + offs_s, mask=mask_s, other=float("-inf"),
-                              cache_modifier=".cg")
-                parts = tl.load(PartialOut + (head_rows + offs_s)[:, None] * HEAD_DIM_PADDED + offs_d[None, :],
-                                mask=mask_s[:, None], other=0.0, cache_modifier=".cg")
-                lse_max = tl.max(lse, 0)
-                w = tl.math.exp2(lse - tl.where(lse_max == float("-inf"), 0.0, lse_max))
-                total = tl.sum(w, 0)
-                merged = tl.sum(parts * w[:, None], 0) / tl.where(total > 0.0, total, 1.0)
-                o_row = Out + off_b.to(tl.int64) * stride_ob + (off_hkv * GROUP_SIZE + h).to(tl.int64) * stride_oh
-                tl.store(o_row + offs_d, merged.to(Out.dtype.element_ty), mask=mask_d)
+    row = (off_b * kv_heads * GROUP_SIZE + q_heads).to(tl.int64) * num_splits + split  # [B, Hq, splits] order
+    tl.store(PartialOut + row[:, None] * HEAD_DIM_PADDED + offs_d[None, :], out, mask=mask_h[:, None])
+    tl.store(PartialLse + row, lse_log2, mask=mask_h)
 
 
-_decode_launch = FastLaunch(_decode_kernel)
+@triton.jit(do_not_specialize=["q_heads", "num_splits"])
+def _decode_merge_kernel(
+    PartialOut, PartialLse, Out,
+    stride_ob, stride_oh, stride_od,
+    q_heads, num_splits,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, SPLITS_PADDED: tl.constexpr,
+):
+    off_bh = tl.program_id(0)
+    off_b = off_bh // q_heads
+    off_h = off_bh % q_heads
+    offs_s = tl.arange(0, SPLITS_PADDED)
+    offs_d = tl.arange(0, HEAD_DIM_PADDED)
+    mask_s = offs_s < num_splits
+    rows = off_bh.to(tl.int64) * num_splits + offs_s
+    lse = tl.load(PartialLse + rows, mask=mask_s, other=float("-inf"))
+    parts = tl.load(PartialOut + rows[:, None] * HEAD_DIM_PADDED + offs_d[None, :], mask=mask_s[:, None], other=0.0)
+    # log-sum-exp merge: weight each split's normalised output by exp2(lse_s - max)
+    m = tl.max(lse, 0)
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    w = tl.math.exp2(lse - m_safe)
+    total = tl.sum(w, 0)
+    out = tl.sum(parts * w[:, None], 0) / tl.where(total > 0.0, total, 1.0)
+    o_ptrs = Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh + offs_d * stride_od
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=offs_d < HEAD_DIM)
+
+
+_split_launch = FastLaunch(_decode_split_kernel)
+_merge_launch = FastLaunch(_decode_merge_kernel)
 
 
 class DecodeWorkspace:
     """Scratch memory of split-K decode, reused across calls so that a call (or a captured CUDA graph)
     allocates nothing: partial outputs and log-sum-exps for ``rows`` (sequence, query head) pairs times
-    ``max_splits``, and one arrival counter per (sequence, KV head), zero between calls (the merging program
-    resets its counter). One workspace must not serve two launches that run at the same time."""
+    ``max_splits``. One workspace must not serve two launches that run at the same time."""
 
-    def __init__(self, rows, kv_programs, head_dim, max_splits=MAX_SPLITS, device=None):
-        head_dim_padded = triton.next_power_of_2(head_dim)
-        self.max_splits = max_splits
-        self.partial_out = torch.empty(rows * max_splits, head_dim_padded, dtype=torch.float32, device=device)
+    def __init__(self, rows, head_dim, max_splits=MAX_SPLITS, device=None):
+        self.partial_out = torch.empty(rows * max_splits, triton.next_power_of_2(head_dim), dtype=torch.float32,
+                                       device=device)
         self.partial_lse = torch.empty(rows * max_splits, dtype=torch.float32, device=device)
-        self.counters = torch.zeros(kv_programs, dtype=torch.int32, device=device)
 
     @classmethod
-    def for_shape(cls, batch, q_heads, kv_heads, head_dim, max_splits=MAX_SPLITS, device=None):
-        return cls(batch * q_heads, batch * kv_heads, head_dim, max_splits, device)
+    def for_shape(cls, batch, q_heads, head_dim, max_splits=MAX_SPLITS, device=None):
+        return cls(batch * q_heads, head_dim, max_splits, device)
 
-    def fits(self, rows, kv_programs, head_dim_padded, splits):
-        return (self.partial_out.shape[1] == head_dim_padded and rows * splits <= self.partial_lse.shape[0]
-                and kv_programs <= self.counters.shape[0])
+    def fits(self, rows, head_dim_padded, splits):
+        return self.partial_out.shape[1] == head_dim_padded and rows * splits <= self.partial_lse.shape[0]
 
 
 # Default workspaces, one per device (launches on a device run in stream order, so they can share it), grown
@@ -180,18 +158,16 @@ _WORKSPACES = {}
 _RETIRED_WORKSPACES = []
 
 
-def _default_workspace(device, rows, kv_programs, head_dim_padded, splits):
+def _default_workspace(device, rows, head_dim_padded, splits):
     workspace = _WORKSPACES.get(device)
-    if workspace is None or not workspace.fits(rows, kv_programs, head_dim_padded, splits):
+    if workspace is None or not workspace.fits(rows, head_dim_padded, splits):
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             raise RuntimeError("decode_attention needs a larger workspace while a CUDA graph is being captured: "
                                "call it once with these shapes before capturing, or pass workspace=")
         if workspace is not None:
             _RETIRED_WORKSPACES.append(workspace)
         grown_rows = max(rows, workspace.partial_lse.shape[0] // MAX_SPLITS if workspace else 0)
-        grown_programs = max(kv_programs, workspace.counters.shape[0] if workspace else 0)
-        workspace = DecodeWorkspace(grown_rows, grown_programs, head_dim_padded, MAX_SPLITS, device)
-        _WORKSPACES[device] = workspace
+        workspace = _WORKSPACES[device] = DecodeWorkspace(grown_rows, head_dim_padded, MAX_SPLITS, device)
     return workspace
 
 
@@ -209,13 +185,9 @@ def sm_count(device):
     return count
 
 
-def _last_dim_contiguous(t):
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 @functools.lru_cache(maxsize=256)
-def _splits_for(batch, kv_heads, kv_len, device, block_n):
-    return num_splits(max(batch, 1), kv_heads, kv_len, sm_count(device), block_n)
+def _splits_for(batch, kv_heads, kv_len, device):
+    return num_splits(max(batch, 1), kv_heads, kv_len, sm_count(device))
 
 
 # Signatures (shapes, dtypes, devices, layouts of the length vectors) that passed validation: a call that
@@ -246,8 +218,19 @@ def _validate_call(query, key, value, kv_lens, kv_start):
     return dims
 
 
+def _int_key(values):
+    """What Triton specialises an int argument on (value 1; divisibility by 16), for FastLaunch's key."""
+    if max(values) >= 2 ** 31 or min(values) < -2 ** 31:
+        raise ValueError(f"strides of query, key, value or out must fit in 32 bits, got {values}")
+    return tuple((v == 1, v % 16 == 0) for v in values)
+
+
+def _pointer_key(t):
+    return None if t is None else t.data_ptr() % 16 == 0
+
+
 def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=None, splits=None, out=None,
-                     workspace=None, block_n=DECODE_BLOCK_N):
+                     workspace=None):
     """One decode step: query [B, Hq, 1, D] over a cache key/value [B, Hkv, Skv, D] (Skv may be capacity).
 
     kv_lens: optional int32 [B] on the query's device, valid cache rows per sequence (default Skv; clamped to
@@ -255,18 +238,15 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
         the call can be captured in a CUDA graph. The query attends every valid key (it is the newest token).
     splits: number of split-K programs per (sequence, KV head); default num_splits(B, Hkv, Skv, SM count).
     out: optional [B, Hq, 1, D] output. workspace: a DecodeWorkspace for the split partials (default: one
-        kept per device, grown when needed); pass your own to capture the first call in a CUDA graph.
-    block_n: keys per block (a tuning knob: a power of two in [16, 256]).
+        kept per device, grown when needed); pass your own to capture a first call in a CUDA graph.
     Returns out [B, Hq, 1, D] (laid out [B, 1, Hq, D] in memory). A sequence with no valid key gives zeros.
     """
     batch, q_heads, kv_heads, q_len, kv_len, head_dim = _validate_call(query, key, value, kv_lens, kv_start)
     if q_len != 1:
         raise ValueError(f"decode_attention takes one query row per head (query seq length 1), got {q_len}")
     scale = head_dim ** -0.5 if scale is None else _validate.check_scale(scale, head_dim)
-    if block_n not in (16, 32, 64, 128, 256):
-        raise ValueError(f"block_n must be a power of two in [16, 256], got {block_n!r}")
     if splits is None:
-        splits = _splits_for(batch, kv_heads, kv_len, query.device, block_n)
+        splits = _splits_for(batch, kv_heads, kv_len, query.device)
     elif isinstance(splits, bool) or not isinstance(splits, int) or not 1 <= splits <= MAX_SPLITS:
         raise ValueError(f"splits must be an int in [1, {MAX_SPLITS}], got {splits!r}")
     if out is None:
@@ -275,42 +255,42 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
         _validate.check_out(out, query.shape, query.dtype, query.device)
     if batch == 0:
         return out
-    if query.stride(3) != 1 or key.stride(3) != 1 or value.stride(3) != 1:
-        query, key, value = _last_dim_contiguous(query), _last_dim_contiguous(key), _last_dim_contiguous(value)
-    target = out if out.stride(3) == 1 else torch.empty_like(out, memory_format=torch.contiguous_format)
 
     head_dim_padded = triton.next_power_of_2(head_dim)
     if workspace is None:
-        workspace = _default_workspace(query.device, batch * q_heads, batch * kv_heads, head_dim_padded, splits)
+        workspace = _default_workspace(query.device, batch * q_heads, head_dim_padded, splits)
     elif not isinstance(workspace, DecodeWorkspace):
         raise TypeError(f"workspace must be a flashcore.DecodeWorkspace, got {type(workspace).__name__}")
-    elif not workspace.fits(batch * q_heads, batch * kv_heads, head_dim_padded, splits):
+    elif not workspace.fits(batch * q_heads, head_dim_padded, splits):
         raise ValueError(f"workspace is too small for batch {batch}, {q_heads} query heads, head_dim {head_dim} "
                          f"and {splits} splits")
-    elif workspace.counters.device != query.device:
-        raise ValueError(f"workspace device {workspace.counters.device} does not match query device {query.device}")
-    strides = (query.stride(0), query.stride(1), key.stride(0), key.stride(1), key.stride(2),
-               value.stride(0), value.stride(1), value.stride(2), target.stride(0), target.stride(1))
-    args = (query, key, value, target, workspace.partial_out, workspace.partial_lse, workspace.counters,
-            kv_lens, kv_start, *strides, kv_heads, kv_len, splits, scale * LOG2E)
-    if max(strides) >= 2 ** 31:
-        raise ValueError(f"strides of query, key, value or out reach 2**31 elements ({strides}); use tensors with "
-                         "smaller per-sequence strides")
-    aligned = all(stride % 16 == 0 for stride in strides)
+    elif workspace.partial_out.device != query.device:
+        raise ValueError(f"workspace device {workspace.partial_out.device} does not match query device "
+                         f"{query.device}")
+    group = q_heads // kv_heads
+    on_gpu = query.device.type == "cuda"
+    split_strides = (query.stride(0), query.stride(1), query.stride(3),
+                     key.stride(0), key.stride(1), key.stride(2), key.stride(3),
+                     value.stride(0), value.stride(1), value.stride(2), value.stride(3))
+    split_key = (query.dtype, group, head_dim, kv_lens is not None, kv_start is not None, _int_key(split_strides),
+                 _pointer_key(query), _pointer_key(key), _pointer_key(value), _pointer_key(kv_lens),
+                 _pointer_key(kv_start))
+    _split_launch.launch(
+        (splits, batch * kv_heads),
+        (query, key, value, workspace.partial_out, workspace.partial_lse, kv_lens, kv_start, *split_strides,
+         kv_heads, kv_len, splits, scale * LOG2E),
+        split_key,
+        lambda: dict(GROUP_SIZE=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
+                     HEAD_DIM_PADDED=head_dim_padded, BLOCK_N=DECODE_BLOCK_N, HAS_KV_LENS=kv_lens is not None,
+                     HAS_KV_START=kv_start is not None,
+                     DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # tf32: unused for 16-bit
+                     num_warps=4, num_stages=3 if on_gpu else 1))
+    out_strides = (out.stride(0), out.stride(1), out.stride(3))
     splits_padded = triton.next_power_of_2(splits)
-    launch_key = (query.dtype, q_heads // kv_heads, head_dim, block_n, splits_padded, kv_lens is not None,
-                  kv_start is not None, aligned, query.data_ptr() % 16 == 0, key.data_ptr() % 16 == 0,
-                  value.data_ptr() % 16 == 0, target.data_ptr() % 16 == 0)
-
-    def constexprs():
-        group = q_heads // kv_heads
-        return dict(GROUP_SIZE=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
-                    HEAD_DIM_PADDED=head_dim_padded, BLOCK_N=block_n, SPLITS_PADDED=splits_padded,
-                    HAS_KV_LENS=kv_lens is not None, HAS_KV_START=kv_start is not None, STRIDES_ALIGNED=aligned,
-                    DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # tf32: unused for 16-bit
-                    num_warps=4, num_stages=3 if query.device.type == "cuda" else 1)
-
-    _decode_launch.launch((splits, batch * kv_heads), args, launch_key, constexprs)
-    if target is not out:
-        out.copy_(target)
+    _merge_launch.launch(
+        (batch * q_heads,),
+        (workspace.partial_out, workspace.partial_lse, out, *out_strides, q_heads, splits),
+        (out.dtype, head_dim, splits_padded, _int_key(out_strides), _pointer_key(out)),
+        lambda: dict(HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded, SPLITS_PADDED=splits_padded,
+                     num_warps=4))
     return out

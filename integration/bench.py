@@ -38,15 +38,40 @@ def kv_bytes_per_token(config, dtype_bytes=2):
 
 
 def floor_ms(model, cache_len, bandwidth, batch=1):
+    """The step's floor in ms, or None without a measured bandwidth (a CPU smoke run)."""
+    if bandwidth is None:
+        return None
     kv = kv_bytes_per_token(model.config, next(model.parameters()).element_size())
     return (streamed_weight_bytes(model) + batch * cache_len * kv) / bandwidth * 1e3
+
+
+def kv_cache_bytes(model, cache_len):
+    """The KV cache of one sequence of cache_len tokens as the engine allocates it (GQA), and as it would be
+    with one KV head per query head (the MHA equivalent): bytes of the allocated buffers."""
+    from dataclasses import replace
+
+    from flashcore.engine import DecodeState
+    from integration.engine import llama_shape
+
+    param = next(model.parameters())
+    shape = llama_shape(model.config)
+    sizes = {}
+    for name, kv_heads in (("gqa", shape.kv_heads), ("mha_equivalent", shape.q_heads)):
+        state = DecodeState(replace(shape, kv_heads=kv_heads), 1, cache_len, param.dtype, param.device)
+        sizes[name] = state.cache_bytes
+        del state
+    return {"cache_len": cache_len, **sizes, "ratio": sizes["mha_equivalent"] / sizes["gqa"]}
+
+
+def _peak_memory():
+    return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
 
 
 def _row(path, cache_len, timing, floor, batch=1):
     ms = timing["ms"]
     return {"path": path, "cache_len": cache_len, "batch": batch, "ms_per_token": ms, "ms_p10": timing["ms_p10"],
             "ms_p90": timing["ms_p90"], "tok_per_s": batch * 1e3 / ms, "floor_ms": floor,
-            "ratio_to_floor": ms / floor, "peak_memory_bytes": torch.cuda.max_memory_allocated()}
+            "ratio_to_floor": ms / floor if floor else None, "peak_memory_bytes": _peak_memory()}
 
 
 def _random_kv(model, cache_len):
@@ -122,17 +147,18 @@ def decode_sweep(model, cache_lens, bandwidth, paths, replays=30, eager_tokens=8
     for cache_len in cache_lens:
         floor = floor_ms(model, cache_len, bandwidth)
         for path in paths:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
             try:
                 timing = _time_path(model, path, cache_len, replays, eager_tokens)
                 rows.append(_row(path, cache_len, timing, floor))
-                log(f"{path:28s} cache {cache_len:6d}: {timing['ms']:.3f} ms/token ({timing['ms'] / floor:.2f}x floor)")
+                log(f"{path:28s} cache {cache_len:6d}: {timing['ms']:.3f} ms/token"
+                    + (f" ({timing['ms'] / floor:.2f}x floor)" if floor else ""))
             except torch.cuda.OutOfMemoryError as err:
                 rows.append({"path": path, "cache_len": cache_len, "batch": 1, "floor_ms": floor,
                              "skipped": f"out of GPU memory: {str(err).splitlines()[0][:160]}"})
                 log(f"{path:28s} cache {cache_len:6d}: skipped (out of memory)")
-            torch.cuda.empty_cache()
     return rows
 
 

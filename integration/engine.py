@@ -37,18 +37,23 @@ def _stacked_view(linears):
     return buffer
 
 
-def llama_weights(model, max_positions):
-    """LlamaWeights viewing a transformers LlamaForCausalLM's parameters (merging q/k/v and gate/up in place)."""
-    _check_llama_style(model)
-    config, decoder = model.config, model.model
-    for name, value in (("bias", getattr(config, "attention_bias", False)), ("mlp_bias", config.mlp_bias)):
+def llama_shape(config):
+    """The LlamaShape of a transformers LlamaConfig (bias-free projections only)."""
+    for name, value in (("attention_bias", getattr(config, "attention_bias", False)),
+                        ("mlp_bias", getattr(config, "mlp_bias", False))):
         if value:
             raise ValueError(f"model config has {name}=True; the FlashCore engine supports bias-free Llamas")
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    shape = LlamaShape(layers=config.num_hidden_layers, hidden=config.hidden_size,
-                       intermediate=config.intermediate_size, q_heads=config.num_attention_heads,
-                       kv_heads=config.num_key_value_heads, head_dim=head_dim, vocab=config.vocab_size,
-                       rms_eps=float(config.rms_norm_eps))
+    return LlamaShape(layers=config.num_hidden_layers, hidden=config.hidden_size,
+                      intermediate=config.intermediate_size, q_heads=config.num_attention_heads,
+                      kv_heads=config.num_key_value_heads, head_dim=head_dim, vocab=config.vocab_size,
+                      rms_eps=float(config.rms_norm_eps))
+
+
+def llama_weights(model, max_positions):
+    """LlamaWeights viewing a transformers LlamaForCausalLM's parameters (merging q/k/v and gate/up in place)."""
+    _check_llama_style(model)
+    shape, decoder = llama_shape(model.config), model.model
     layers = []
     for layer in decoder.layers:
         attention, mlp = layer.self_attn, layer.mlp

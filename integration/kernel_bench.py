@@ -46,7 +46,7 @@ def decode_attention_rows(cache_lens, bandwidth, batches=(1,), dtype=torch.float
             lens = torch.full((batch,), cache_len, dtype=torch.int32, device="cuda")
             out = torch.empty(batch, 1, q_heads, head_dim, dtype=dtype, device="cuda").transpose(1, 2)
             splits = num_splits(batch, kv_heads, cache_len, sm_count(q.device))
-            workspace = DecodeWorkspace.for_shape(batch, q_heads, kv_heads, head_dim, splits, q.device)
+            workspace = DecodeWorkspace.for_shape(batch, q_heads, head_dim, splits, q.device)
 
             def flashcore_call(i):
                 return lambda: decode_attention(q, keys[i], values[i], kv_lens=lens, out=out, workspace=workspace)
@@ -73,9 +73,9 @@ def decode_attention_rows(cache_lens, bandwidth, batches=(1,), dtype=torch.float
     return rows
 
 
-def decode_tuning_rows(cache_len, bandwidth, splits_options, block_n_options, dtype=torch.float16):
-    """Graph time of FlashCore decode at one cache length for each (splits, block_n): how the defaults were
-    chosen."""
+def decode_tuning_rows(cache_len, bandwidth, splits_options, dtype=torch.float16):
+    """Graph time of FlashCore decode (8B heads, batch 1) at one cache length for each split count: the data
+    behind num_splits' heuristic."""
     batch, (q_heads, kv_heads, head_dim) = 1, GQA_8B.values()
     kv_bytes = 2 * batch * kv_heads * cache_len * head_dim * 2
     copies = rotation_count(kv_bytes, limit=8)
@@ -85,13 +85,12 @@ def decode_tuning_rows(cache_len, bandwidth, splits_options, block_n_options, dt
     out = torch.empty_like(q)
     rows = []
     for splits in splits_options:
-        workspace = DecodeWorkspace.for_shape(batch, q_heads, kv_heads, head_dim, splits, q.device)
-        for block_n in block_n_options:
-            calls = [lambda i=i: decode_attention(q, keys[i], values[i], splits=splits, block_n=block_n, out=out,
-                                                  workspace=workspace) for i in range(copies)]
-            us = time_graph_ms(_rotating(calls), copies)["ms"] * 1e3
-            rows.append({"cache_len": cache_len, "splits": splits, "block_n": block_n, "graph_us": us,
-                         "bandwidth_fraction": kv_bytes / bandwidth * 1e6 / us})
+        workspace = DecodeWorkspace.for_shape(batch, q_heads, head_dim, splits, q.device)
+        calls = [lambda i=i: decode_attention(q, keys[i], values[i], splits=splits, out=out, workspace=workspace)
+                 for i in range(copies)]
+        us = time_graph_ms(_rotating(calls), copies)["ms"] * 1e3
+        rows.append({"cache_len": cache_len, "splits": splits, "graph_us": us,
+                     "bandwidth_fraction": kv_bytes / bandwidth * 1e6 / us})
     return rows
 
 

@@ -5,6 +5,7 @@ Every benchmark here times on the device with CUDA events, after a warm-up, and 
 timed streaming from device memory as they would in a model.
 """
 import statistics
+import time
 
 import torch
 
@@ -37,9 +38,17 @@ def stats_ms(samples_ms):
 
 
 def time_calls_ms(fn, repeats=20, warmup=3):
-    """Per-call milliseconds of fn() timed one call at a time with events (fn may launch many kernels)."""
+    """Per-call milliseconds of fn() timed one call at a time with events (fn may launch many kernels); on a
+    machine without CUDA, with the host clock (the interpreter's smoke runs)."""
     for _ in range(warmup):
         fn()
+    if not torch.cuda.is_available():
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - start) * 1e3)
+        return stats_ms(samples)
     torch.cuda.synchronize()
     samples = []
     for _ in range(repeats):

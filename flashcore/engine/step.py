@@ -86,13 +86,13 @@ class DecodeBuffers:
             return torch.empty(*size, dtype=dtype, device=device)
 
         # The split count is fixed per graph, chosen for the cache capacity: splits past a sequence's length
-        # find no keys and cost one early exit.
+        # find no keys and cost one early exit (and a -inf partial that the merge weighs as zero).
         splits = num_splits(batch, s.kv_heads, max_len, sm_count(device))
         return cls(tokens=torch.zeros(batch, dtype=torch.int64, device=device), h=empty(batch, s.hidden),
                    qkv=empty(batch, s.qkv_width), q=empty(batch, 1, s.q_heads, s.head_dim),
                    attn=empty(batch, 1, s.q_heads, s.head_dim), act=empty(batch, s.intermediate),
                    logits=empty(batch, s.vocab), kv_lens=torch.zeros(batch, dtype=torch.int32, device=device),
-                   workspace=DecodeWorkspace.for_shape(batch, s.q_heads, s.kv_heads, s.head_dim, splits, device),
+                   workspace=DecodeWorkspace.for_shape(batch, s.q_heads, s.head_dim, splits, device),
                    splits=splits)
 
 
