@@ -8,6 +8,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from flashcore import _validate
 from flashcore.bad_inputs import judge, run_bad_input_checks
 from integration import models
+from integration.engine import FlashCoreEngine
 from integration.llama_flashcore import replace_llama_attention_with_flashcore, revert_flashcore_attention
 
 
@@ -74,9 +75,56 @@ def integration_misuses(device):
     return misuses
 
 
+def _past_the_cache(engine):
+    """The host check that runs before every decode step (and graph replay): one row more than fits."""
+    state = engine.engine.state
+    state.length_bound = state.max_len
+    try:
+        state.reserve(1)
+    finally:
+        state.length_bound = 0
+
+
+def engine_misuses(device):
+    """(case, call, word) for FlashCoreEngine: requests that cannot run must be refused before anything runs."""
+    model = models.tiny_llama(dtype=torch.float32, device=device)
+    engine = FlashCoreEngine(model, max_batch_size=2, max_seq_len=16, cuda_graphs=False)
+    ids = torch.randint(3, 500, (1, 6), generator=torch.Generator().manual_seed(0)).to(device)
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=64, vocab_size=100, bos_token_id=0, eos_token_id=0))
+
+    class Streamer:
+        def put(self, value):
+            pass
+
+        def end(self):
+            pass
+
+    return [
+        ("engine over a GPT-2 model (not Llama)", lambda: FlashCoreEngine(gpt2), "Llama"),
+        ("engine max_seq_len 1", lambda: FlashCoreEngine(model, max_seq_len=1), "max_seq_len"),
+        ("engine max_new_tokens beyond the cache", lambda: engine.generate(ids, max_new_tokens=11), "max_seq_len"),
+        ("engine batch above max_batch_size", lambda: engine.generate(ids.repeat(3, 1), max_new_tokens=2),
+         "max_batch_size"),
+        ("engine right-padded attention mask",
+         lambda: engine.generate(ids, attention_mask=torch.tensor([[1, 1, 1, 1, 1, 0]], device=device),
+                                 max_new_tokens=2), "left padding"),
+        ("engine float input_ids", lambda: engine.generate(ids.float(), max_new_tokens=2), "input_ids"),
+        ("engine token id past the vocabulary", lambda: engine.generate(ids + 1000, max_new_tokens=2), "vocab"),
+        ("engine temperature 0 with sampling",
+         lambda: engine.generate(ids, max_new_tokens=2, do_sample=True, temperature=0.0), "temperature"),
+        ("engine top_p above 1", lambda: engine.generate(ids, max_new_tokens=2, do_sample=True, top_p=1.5), "top_p"),
+        ("engine more end tokens than it tracks",
+         lambda: engine.generate(ids, max_new_tokens=2, eos_token_id=list(range(40))), "eos_token_ids"),
+        ("engine streamer with a batch of 2",
+         lambda: engine.generate(ids.repeat(2, 1), max_new_tokens=2, streamer=Streamer()), "streamer"),
+        ("engine decode step past the cache (the check before each graph replay)",
+         lambda: _past_the_cache(engine), "KV cache full"),
+    ]
+
+
 def run_integration_bad_input_checks(device):
-    """Rows {"case", "error", "clear"} of the Hugging Face misuses."""
-    return judge(integration_misuses(device))
+    """Rows {"case", "error", "clear"} of the Hugging Face and engine misuses."""
+    return judge(integration_misuses(device) + engine_misuses(device))
 
 
 def run_all_bad_input_checks(device):

@@ -139,6 +139,8 @@ class FlashCoreEngine:
             pad_token_id = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else 0)
         tokens, pads = self._prompts(input_ids, attention_mask)
         self.engine.check_request(tokens.shape[0], tokens.shape[1], max_new_tokens)
+        if streamer is not None and tokens.shape[0] > 1:
+            raise ValueError(f"streamer: streaming needs a batch of 1 (as in transformers), got {tokens.shape[0]}")
         if streamer is not None:
             streamer.put(input_ids.cpu())
         on_tokens = _StreamFeeder(streamer, eos) if streamer is not None else None
