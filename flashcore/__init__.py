@@ -38,18 +38,24 @@ if "TRITON_INTERPRET" not in _os.environ:
 
 from flashcore.api import attention_with_kv_cache  # noqa: E402
 from flashcore.cache import KVCache  # noqa: E402
-from flashcore.decode import decode_attention, num_splits  # noqa: E402
+from flashcore.decode import DecodeWorkspace, decode_attention, num_splits  # noqa: E402
+from flashcore.ops.gemv import gemv  # noqa: E402
+from flashcore.ops.rope_append import rope_append, rope_tables  # noqa: E402
 from flashcore.prefill import prefill_attention  # noqa: E402
 from flashcore.reference import attention_reference  # noqa: E402
 
 INTERPRETED = _os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 __all__ = [
+    "DecodeWorkspace",
     "INTERPRETED",
     "KVCache",
     "attention_reference",
     "attention_with_kv_cache",
     "decode_attention",
+    "gemv",
     "num_splits",
     "prefill_attention",
+    "rope_append",
+    "rope_tables",
 ]
