@@ -202,24 +202,23 @@ def check_out(out, shape, dtype, device):
     check_inference_only("out", out)
 
 
-# ----------------------------------------------------------------------------- fused decode ops (flashcore.ops)
+# ------------------------------------------------------------------ matrices and vectors (flashcore.ops)
 
 def check_matrix(name, t, shape=None, contiguous_rows=True):
-    """A 2D tensor of a supported dtype (with contiguous_rows, stride 1 along the last dimension)."""
+    """A 2D tensor the kernels can compute on (dtype, device, inference only); with contiguous_rows, stride 1
+    along the last dimension."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != 2:
         raise ValueError(f"{name} must have rank 2, got shape {tuple(t.shape)}")
     if shape is not None and tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
-    if t.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} dtype {t.dtype} is not supported; use one of {SUPPORTED_DTYPES}")
+    check_kernel_dtype(f"{name} dtype", t.dtype)
+    check_kernel_device(name, t.device)
+    check_inference_only(name, t)
     if contiguous_rows and t.shape[1] > 1 and t.stride(1) != 1:
         raise ValueError(f"{name} rows must be contiguous (stride 1 along the last dimension), got strides "
                          f"{t.stride()}")
-    if t.device.type != "cuda" and not _interpreting():
-        raise ValueError(f"{name} is on {t.device}; FlashCore kernels need a CUDA device "
-                         "(or TRITON_INTERPRET=1 for CPU tensors)")
 
 
 def check_vector(name, t, length):

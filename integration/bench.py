@@ -17,9 +17,10 @@ import time
 
 import torch
 
+from flashcore.engine.runner import capture_cuda_graph
 from integration.engine import FlashCoreEngine
 from integration.llama_flashcore import attention_implementation
-from integration.timing import capture_graph, stats_ms, time_calls_ms
+from integration.timing import stats_ms, time_calls_ms
 
 
 def streamed_weight_bytes(model):
@@ -114,7 +115,7 @@ def hf_static_graph_timing(model, cache_len, replays=20):
         layer.keys.normal_()
         layer.values.normal_()
         layer.cumulative_length.fill_(cache_len)
-    graph = capture_graph(lambda: model(token, past_key_values=cache, use_cache=True, logits_to_keep=1))
+    graph = capture_cuda_graph(lambda: model(token, past_key_values=cache, use_cache=True, logits_to_keep=1))
     for layer in cache.layers:  # the warm-up call advanced it
         layer.cumulative_length.fill_(cache_len)
     timing = time_calls_ms(graph.replay, repeats=replays, warmup=0)
@@ -192,6 +193,11 @@ def batch_sweep(model, batches, cache_len, bandwidth, replays=20):
                      "floor_ms": floor_ms(model, cache_len, bandwidth, batch)})
     del engine
     return rows
+
+
+def _synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _wall_ms(fn):
@@ -272,12 +278,12 @@ def benchmark_decode(model, tokenizer, cache_lengths=(512, 1024, 2048, 4096), ne
         ids = torch.randint(0, len(tokenizer), (1, cache_len), device=device)
         out = model(ids, use_cache=True, logits_to_keep=1)
         cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
-        torch.cuda.synchronize() if device.type == "cuda" else None
+        _synchronize(device)
         start = time.perf_counter()
         for _ in range(new_tokens):
             out = model(token, past_key_values=cache, use_cache=True)
             token = out.logits[:, -1:].argmax(-1)
-        torch.cuda.synchronize() if device.type == "cuda" else None
+        _synchronize(device)
         per_token_ms = (time.perf_counter() - start) * 1e3 / new_tokens
         rows.append({"cache_len": cache_len, "time_ms": per_token_ms, "tokens_per_sec": 1e3 / per_token_ms})
     return rows

@@ -9,6 +9,8 @@ import time
 
 import torch
 
+from flashcore.engine.runner import capture_cuda_graph
+
 L2_ROTATION_BYTES = 256 * 2 ** 20  # rotate inputs until this many bytes are in play: several times the L2
 
 
@@ -61,24 +63,10 @@ def time_calls_ms(fn, repeats=20, warmup=3):
     return stats_ms(samples)
 
 
-def capture_graph(fn, warmup=1):
-    """fn run `warmup` times on a side stream (compiles, autotunes), then captured in a CUDA graph."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph
-
-
 def time_graph_ms(fn, calls_per_graph=1, repeats=20):
     """Per-call milliseconds of fn inside a CUDA graph: fn() is captured once (it may itself make several
     calls, `calls_per_graph` of them), and each replay is timed with events."""
-    graph = capture_graph(fn)
+    graph = capture_cuda_graph(fn)
     result = time_calls_ms(graph.replay, repeats=repeats)
     return {key: value / calls_per_graph for key, value in result.items()}
 

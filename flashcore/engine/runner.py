@@ -39,6 +39,21 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p!r}")
 
 
+def capture_cuda_graph(fn, warmup=1):
+    """fn run `warmup` times on a side stream (compiles and autotunes its kernels outside the capture), then
+    recorded in a CUDA graph, which is returned."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
 class _StepProgram:
     """One batch size's decode step plus token selection, as device buffers and (on CUDA) a captured graph."""
 
@@ -73,16 +88,8 @@ class _StepProgram:
         self.choose(self.buffers.logits)
 
     def capture(self):
-        """Record step() in a CUDA graph. Run once first on a side stream (compiles and autotunes the
-        kernels); the caller resets the state afterwards, so what the warm-up wrote does not matter."""
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self.step()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.step()
+        """Record step() in a CUDA graph. The warm-up writes into the state: the caller resets it afterwards."""
+        self.graph = capture_cuda_graph(self.step)
 
     def run(self):
         if self.graph is not None:
