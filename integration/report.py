@@ -22,8 +22,9 @@ def _figures_of(stem, figures):
     return [f for f in figures if f.name.split("_")[0] == number]
 
 
-def index_body(results, figures, pages):
-    """results: {stem: results dict}; figures: PNG paths; pages: names of the rendered notebook pages."""
+def index_body(results, figures, pages, not_run=()):
+    """results: {stem: results dict}; figures: PNG paths; pages: names of the rendered notebook pages;
+    not_run: stems of the project's notebooks that have no results file in this report."""
     environment = next((r["environment"] for r in results.values() if "environment" in r), {})
     commits = sorted({str(r["environment"].get("commit")) for r in results.values() if "environment" in r})
     parts = ["<h1>FlashCore report</h1>", report_html.environment_card(environment)]
@@ -41,6 +42,7 @@ def index_body(results, figures, pages):
 
     missed = {stem: (data["summary"]["missed"] if "summary" in data else ["no summary in its results file"])
               for stem, data in results.items()}
+    missed.update({stem: ["not run for this report: no results file"] for stem in not_run})
     parts += ["<h2>What we did not meet</h2>", report_html.missed_list(missed)]
 
     runs = [run for data in results.values() for run in data.get("runs", []) if "reference_text" in run]
@@ -73,8 +75,9 @@ def build_report(report_dir):
     results = {p.stem: json.loads(scrub_paths(p.read_text(), roots))
                for p in sorted((report_dir / "results").glob("*.json"))}
     figures = sorted((report_dir / "figures").glob("*.png"))
+    not_run = [p.stem for p in sorted((REPO_ROOT / "notebooks").glob("0*.ipynb")) if p.stem not in results]
     index = report_dir / "index.html"
-    index.write_text(report_html.page("FlashCore report", index_body(results, figures, pages)))
+    index.write_text(report_html.page("FlashCore report", index_body(results, figures, pages, not_run)))
     return index
 
 

@@ -107,3 +107,10 @@ def test_scrub_paths_keeps_package_relative_paths():
             f"results written to {REPO_ROOT}/report/results/01.json; cache in /root/.cache/hf")
     assert scrub_paths(text, [REPO_ROOT]) == ("tqdm/auto.py:21: TqdmWarning\n"
                                               "results written to report/results/01.json; cache in ~/.cache/hf")
+
+
+def test_notebooks_without_results_are_listed_as_not_met():
+    from integration.report import index_body
+
+    body = index_body({}, [], [], not_run=["04_decode_sweep"])
+    assert "04_decode_sweep</b>: not run for this report" in body
