@@ -195,27 +195,29 @@ def _splits_for(batch, kv_heads, kv_len, device):
 _VALIDATED = set()
 
 
-def _layout(lengths):
-    if lengths is None or not isinstance(lengths, torch.Tensor):
-        return lengths is None  # a non-tensor is never in _VALIDATED: the full checks will name it
-    return lengths.shape, lengths.dtype, lengths.device, lengths.stride()
+def _signature(query, key, value, kv_lens, kv_start):
+    """What check_qkv and check_lengths depend on, or None when an argument is not a tensor (the checks will
+    name it)."""
+    if not all(isinstance(t, torch.Tensor) for t in (query, key, value)) \
+            or not all(t is None or isinstance(t, torch.Tensor) for t in (kv_lens, kv_start)):
+        return None
+    lengths = tuple(None if t is None else (t.shape, t.dtype, t.device, t.stride()) for t in (kv_lens, kv_start))
+    return (query.shape, key.shape, value.shape, query.dtype, key.dtype, value.dtype, query.device, key.device,
+            value.device, lengths)
 
 
 def _validate_call(query, key, value, kv_lens, kv_start):
-    if not (isinstance(query, torch.Tensor) and isinstance(key, torch.Tensor) and isinstance(value, torch.Tensor)):
-        return _validate.check_qkv(query, key, value)  # raises, naming the argument
-    signature = (query.shape, key.shape, value.shape, query.dtype, key.dtype, value.dtype, query.device,
-                 key.device, value.device, _layout(kv_lens), _layout(kv_start))
-    if signature in _VALIDATED:
-        if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad):
-            _validate.check_qkv(query, key, value)  # raises the inference-only error
-        return query.shape[0], query.shape[1], key.shape[1], query.shape[2], key.shape[2], query.shape[3]
-    dims = _validate.check_qkv(query, key, value)
-    _validate.check_lengths("kv_lens", kv_lens, dims[0], query.device)
-    _validate.check_lengths("kv_start", kv_start, dims[0], query.device)
-    if signature[-1] is not False and signature[-2] is not False and not (query.requires_grad or key.requires_grad or value.requires_grad):
+    """The launcher's checks: shapes, dtypes and devices once per signature; the inference-only rule, which
+    depends on grad mode, on every call. Returns (B, Hq, Hkv, Sq, Skv, D)."""
+    signature = _signature(query, key, value, kv_lens, kv_start)
+    if signature is None or signature not in _VALIDATED:
+        batch = _validate.check_qkv(query, key, value)[0]
+        _validate.check_lengths("kv_lens", kv_lens, batch, query.device)
+        _validate.check_lengths("kv_start", kv_start, batch, query.device)
         _VALIDATED.add(signature)
-    return dims
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _validate.check_inference_only(name, t)
+    return query.shape[0], query.shape[1], key.shape[1], query.shape[2], key.shape[2], query.shape[3]
 
 
 def _int_key(values):

@@ -71,6 +71,19 @@ class _StepProgram:
         self.step_index = torch.zeros(1, dtype=torch.int64, device=device)
         self.graph = None
 
+    def start(self, config, eos_token_ids, pad_token_id):
+        """Set up a new generation. Graph replays use the buffers they were captured with: refill, never
+        replace them."""
+        self.out.fill_(pad_token_id)
+        self.temperature.fill_(config.temperature)
+        self.top_k.fill_(config.top_k or self.engine.weights.shape.vocab)
+        self.top_p.fill_(config.top_p or 1.0)
+        self.eos.fill_(-1)
+        self.eos[:len(eos_token_ids)].copy_(torch.tensor(eos_token_ids, dtype=torch.int64))
+        self.pad.fill_(pad_token_id)
+        self.finished.zero_()
+        self.step_index.zero_()
+
     def choose(self, logits):
         """Next tokens from logits; finished sequences get the pad token; record them, update `finished`."""
         if self.do_sample:
@@ -157,17 +170,7 @@ class DecodeEngine:
         if len(eos_token_ids) > MAX_EOS_IDS:
             raise ValueError(f"at most {MAX_EOS_IDS} eos_token_ids are supported, got {len(eos_token_ids)}")
         program = self.program_for(batch, config.do_sample)
-        # Graph replays write into the buffers they were captured with: refill those, never replace them.
-        program.out.fill_(pad_token_id)
-        program.temperature.fill_(config.temperature)
-        program.top_k.fill_(config.top_k or self.weights.shape.vocab)
-        program.top_p.fill_(config.top_p or 1.0)
-        program.eos.fill_(-1)
-        program.eos[:len(eos_token_ids)].copy_(torch.tensor(eos_token_ids, dtype=torch.int64))
-        program.pad.fill_(pad_token_id)
-        program.finished.zero_()
-        program.step_index.zero_()
-
+        program.start(config, eos_token_ids, pad_token_id)
         self.state.reset(pad_counts)
         program.choose(prefill(self.weights, self.state, tokens, self.prefill_chunk))
         produced, reported = 1, 0
@@ -184,4 +187,4 @@ class DecodeEngine:
                     break
         if on_tokens is not None and reported < produced:
             on_tokens(program.out[:, reported:produced])
-        return program.out[:, :produced]
+        return program.out[:, :produced].clone()  # the buffer is the next call's too

@@ -19,6 +19,7 @@ import triton.language as tl
 import triton.testing
 
 from flashcore import _validate
+from flashcore.decode import sm_count
 
 MAX_ROWS = 32  # batch rows per call; the decode engine's largest batch
 EPILOGUE_NONE, EPILOGUE_RESIDUAL, EPILOGUE_SILU_MUL = 0, 1, 2
@@ -144,6 +145,7 @@ def _prune(configs, named_args, **kwargs):
     (split-K only where N alone gives too few, and at most 16 waves of split programs)."""
     args = {**named_args, **kwargs}  # the launcher passes everything by keyword
     m_pad, n, k, use_dot = args["M_PAD"], args["N"], args["K"], args["USE_DOT"]
+    sms = sm_count(args["X"].device)
     kept = []
     for config in configs:
         block_n, block_k, split_k = config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"], config.kwargs["SPLIT_K"]
@@ -152,8 +154,8 @@ def _prune(configs, named_args, **kwargs):
         else:  # the [M_PAD, BLOCK_N, BLOCK_K] product lives in registers
             fits = m_pad * block_n * block_k <= 8192 * (config.num_warps // 4)
         programs = triton.cdiv(n, block_n) * split_k
-        useful_split = split_k == 1 or (n <= SPLIT_K_MAX_N and k >= split_k * block_k * 2 and programs <= 132 * 16)
-        if fits and useful_split and programs >= 132:
+        useful_split = split_k == 1 or (n <= SPLIT_K_MAX_N and k >= split_k * block_k * 2 and programs <= sms * 16)
+        if fits and useful_split and programs >= sms:
             kept.append(config)
     return kept or [triton.Config({"BLOCK_N": 16, "BLOCK_K": 128, "SPLIT_K": 1}, num_warps=4)]
 
@@ -168,35 +170,32 @@ _gemv_autotuned = triton.autotune(
 
 
 class GemvWorkspace:
-    """Split-K partial sums and one arrival counter per column block (zero between calls). Sized for up to
-    `rows` padded batch rows and `n` outputs; one workspace must not serve two launches running at once."""
+    """Split-K partial sums and one arrival counter per column block (zero between calls), for up to `rows`
+    padded batch rows. Only outputs up to SPLIT_K_MAX_N wide ever split K, so that is all it holds. One
+    workspace must not serve two launches running at once."""
 
-    def __init__(self, rows, n, device=None):
-        self.partials = torch.empty(MAX_SPLIT_K * 2 * rows * n, dtype=torch.float32, device=device)
-        self.counters = torch.zeros(triton.cdiv(n, MIN_BLOCK_N), dtype=torch.int32, device=device)
-        self.rows, self.n = rows, n
-
-    def fits(self, rows, n):
-        return rows <= self.rows and n <= self.n
+    def __init__(self, rows, device=None):
+        self.partials = torch.empty(MAX_SPLIT_K * 2 * rows * SPLIT_K_MAX_N, dtype=torch.float32, device=device)
+        self.counters = torch.zeros(triton.cdiv(SPLIT_K_MAX_N, MIN_BLOCK_N), dtype=torch.int32, device=device)
+        self.rows = rows
 
 
 _WORKSPACES = {}
 _RETIRED = []
 
 
-def _default_workspace(device, rows, n):
+def _default_workspace(device, rows):
     """The per-device workspace (launches on one device run in stream order, so they can share it), grown
-    when a call needs more. Grown-out workspaces stay referenced: a captured CUDA graph may still use them."""
+    when a call needs more rows. Grown-out workspaces stay referenced: a captured CUDA graph may still use
+    them."""
     workspace = _WORKSPACES.get(device)
-    if workspace is None or not workspace.fits(rows, n):
+    if workspace is None or workspace.rows < rows:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             raise RuntimeError("gemv needs a larger workspace while a CUDA graph is being captured: call it once "
                                "with these shapes before capturing")
-        rows = max(rows, workspace.rows if workspace else 0)
-        n = max(n, workspace.n if workspace else 0, SPLIT_K_MAX_N)
         if workspace is not None:
             _RETIRED.append(workspace)
-        workspace = _WORKSPACES[device] = GemvWorkspace(rows, n, device)
+        workspace = _WORKSPACES[device] = GemvWorkspace(rows, device)
     return workspace
 
 
@@ -207,8 +206,8 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
     norm_weight [K]: apply RMSNorm (eps) to x first. residual [M, N]: return residual + y (may be ``out``
     itself, for an in-place residual stream). activation "silu_mul": weight holds [gate; up]; returns
     silu(x·gateᵀ) * (x·upᵀ), of shape [M, N]. out: optional [M, N] output (lets a CUDA graph allocate nothing).
-    workspace: a GemvWorkspace for split-K partials (default: one per device, grown on demand; pass your own
-    to capture the call in a CUDA graph before any other call has sized the default).
+    workspace: a GemvWorkspace(rows) for split-K partials (default: one per device, grown on demand; pass your
+    own to capture the call in a CUDA graph before any other call has sized the default).
     config: (BLOCK_N, BLOCK_K, SPLIT_K) to force a launch configuration instead of the autotuned one.
     weight, out and residual rows must be contiguous (stride 1 along the last dimension); x may be any view.
     """
@@ -245,12 +244,12 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
     use_dot = rows >= 2 and x.dtype != torch.float32
     m_pad = max(16, triton.next_power_of_2(rows)) if use_dot else triton.next_power_of_2(rows)
     if workspace is None:
-        workspace = _default_workspace(x.device, m_pad, n)
+        workspace = _default_workspace(x.device, m_pad)
     elif not isinstance(workspace, GemvWorkspace):
         raise TypeError(f"workspace must be a GemvWorkspace, got {type(workspace).__name__}")
-    elif not workspace.fits(m_pad, n) or workspace.partials.device != x.device:
-        raise ValueError(f"workspace ({workspace.rows} rows x {workspace.n} on {workspace.partials.device}) does "
-                         f"not fit {m_pad} rows x {n} on {x.device}")
+    elif workspace.rows < m_pad or workspace.partials.device != x.device:
+        raise ValueError(f"workspace ({workspace.rows} rows on {workspace.partials.device}) does not fit "
+                         f"{m_pad} rows on {x.device}")
     epilogue = EPILOGUE_SILU_MUL if activation else (EPILOGUE_RESIDUAL if residual is not None else EPILOGUE_NONE)
     args = dict(
         X=x, W=weight, Out=out, NormWeight=norm_weight, Residual=residual,
@@ -264,9 +263,10 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         _gemv_autotuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])](**args)
         return out
     block_n, block_k, split_k = config or (64, 256, 1)  # the interpreter: one config keeps CPU tests fast
-    if split_k not in (1, 2, 4) or block_n < MIN_BLOCK_N or (use_dot and block_n < 16):
-        raise ValueError(f"config {config!r}: SPLIT_K must be 1, 2 or 4 and BLOCK_N at least "
-                         f"{16 if use_dot else MIN_BLOCK_N}")
+    if split_k not in (1, 2, 4) or block_n < MIN_BLOCK_N or (use_dot and block_n < 16) \
+            or (split_k > 1 and n > SPLIT_K_MAX_N):
+        raise ValueError(f"config {config!r}: SPLIT_K must be 1, 2 or 4 (1 for outputs wider than "
+                         f"{SPLIT_K_MAX_N}) and BLOCK_N at least {16 if use_dot else MIN_BLOCK_N}")
     _gemv_kernel[(triton.cdiv(n, block_n), split_k)](**args, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split_k,
                                                     num_warps=4)
     return out
