@@ -32,19 +32,47 @@ def _implementation_noise(model, prefix_ids):
     return (logits["sdpa"] - logits["eager"]).abs().max().item()
 
 
+def _first_difference(tokens, reference):
+    """The first new-token index where tokens and reference differ (one ending early counts), or None."""
+    n = min(len(tokens), len(reference))
+    differs = (tokens[:n] != reference[:n]).nonzero()
+    if len(differs):
+        return int(differs[0])
+    return None if len(tokens) == len(reference) else n
+
+
 def _compare(model, prompt_ids, reference_tokens, reference_logits, tokens):
     """The row fields that judge one sequence against its reference."""
-    differs = (tokens != reference_tokens).nonzero()
-    if len(differs) == 0:
+    step = _first_difference(tokens, reference_tokens)
+    if step is None:
         return {"identical": True, "first_divergence": None, "margin": None, "noise": None, "passed": True}
-    step = int(differs[0])
-    top2 = reference_logits[step].topk(2).values
+    top2 = reference_logits[min(step, len(reference_logits) - 1)].topk(2).values
     margin = (top2[0] - top2[1]).item()
     prefix = torch.cat([prompt_ids, reference_tokens[:step]])[None]
     noise = _implementation_noise(model, prefix)
     print(f"  first divergence at new token {step}: reference top-1/top-2 margin {margin:.4g}, "
           f"measured noise {noise:.4g}")
     return {"identical": False, "first_divergence": step, "margin": margin, "noise": noise, "passed": margin <= noise}
+
+
+def _dtype_name(model):
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
+def _rows(model, tokenizer, prompts, singles, references, runs, model_name, path):
+    """One row per (mode, tokens) run, the i-th prompt's run judged against the i-th reference."""
+    rows = []
+    for index, (mode, tokens) in enumerate(runs):
+        i = index % len(prompts)
+        ref_tokens, ref_logits = references[i][0][0], references[i][1][0]
+        row = {"model": model_name, "path": path, "dtype": _dtype_name(model), "mode": mode, "prompt": prompts[i],
+               "new_tokens": int(tokens.numel())}
+        row.update(_compare(model, singles[i]["input_ids"][0], ref_tokens, ref_logits, tokens))
+        row["text"] = tokenizer.decode(tokens, skip_special_tokens=False)
+        row["reference_text"] = tokenizer.decode(ref_tokens, skip_special_tokens=False)
+        rows.append(row)
+    revert_flashcore_attention(model, "sdpa")
+    return rows
 
 
 def reference_agreement(model, tokenizer, prompts, new_tokens, model_name):
@@ -59,7 +87,7 @@ def reference_agreement(model, tokenizer, prompts, new_tokens, model_name):
             revert_flashcore_attention(model, implementation)
             tokens[implementation] = _generate(model, encoding, new_tokens)[0][0]
         differs = (tokens["eager"] != tokens["sdpa"]).nonzero()
-        rows.append({"model": model_name, "prompt": prompt, "new_tokens": new_tokens,
+        rows.append({"model": model_name, "dtype": _dtype_name(model), "prompt": prompt, "new_tokens": new_tokens,
                      "eager_identical_to_sdpa": len(differs) == 0,
                      "first_divergence": int(differs[0]) if len(differs) else None})
     revert_flashcore_attention(model, "sdpa")
@@ -67,8 +95,8 @@ def reference_agreement(model, tokenizer, prompts, new_tokens, model_name):
 
 
 def compare_generation(model, tokenizer, prompts, new_tokens, model_name, padded_batch=True):
-    """Rows for results file 03: each prompt alone (mode "single") and, with padded_batch, all prompts in one
-    left-padded batch (mode "padded-batch"), FlashCore against SDPA generating each prompt alone."""
+    """Rows (path "drop-in") for results file 03: each prompt alone (mode "single") and, with padded_batch, all
+    prompts in one left-padded batch (mode "padded-batch"), FlashCore against SDPA generating each prompt alone."""
     device = next(model.parameters()).device
     singles = [tokenizer(p, return_tensors="pt").to(device) for p in prompts]
     revert_flashcore_attention(model, "sdpa")
@@ -81,15 +109,43 @@ def compare_generation(model, tokenizer, prompts, new_tokens, model_name, padded
         batch = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
         batch_tokens = _generate(model, batch, new_tokens)[0]
         runs += [("padded-batch", batch_tokens[i]) for i in range(len(prompts))]
+    return _rows(model, tokenizer, prompts, singles, references, runs, model_name, "drop-in")
 
-    rows = []
-    for index, (mode, tokens) in enumerate(runs):
-        i = index % len(prompts)
-        ref_tokens, ref_logits = references[i][0][0], references[i][1][0]
-        row = {"model": model_name, "mode": mode, "prompt": prompts[i], "new_tokens": int(tokens.numel())}
-        row.update(_compare(model, singles[i]["input_ids"][0], ref_tokens, ref_logits, tokens))
-        row["text"] = tokenizer.decode(tokens, skip_special_tokens=False)
-        row["reference_text"] = tokenizer.decode(ref_tokens, skip_special_tokens=False)
-        rows.append(row)
+
+def _until_end(tokens, eos):
+    """tokens up to and including the first end-of-sequence token (the engine pads after it)."""
+    ends = torch.isin(tokens, torch.tensor(eos, device=tokens.device)).nonzero()
+    return tokens[:int(ends[0]) + 1] if len(ends) else tokens
+
+
+@torch.no_grad()
+def compare_engine_generation(model, tokenizer, prompts, new_tokens, model_name, padded_batch=True):
+    """Rows (path "engine") for results file 03: FlashCoreEngine's greedy tokens, each prompt alone and all in one
+    left-padded batch, against HF generate() with SDPA on each prompt alone. Both stop at the model's
+    end-of-sequence token (the engine has no min_new_tokens), so a reference may be shorter than new_tokens."""
+    from integration.engine import FlashCoreEngine
+
+    device = next(model.parameters()).device
+    eos = model.generation_config.eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    singles = [tokenizer(p, return_tensors="pt").to(device) for p in prompts]
     revert_flashcore_attention(model, "sdpa")
-    return rows
+    references = []
+    for enc in singles:
+        out = model.generate(**enc, max_new_tokens=new_tokens, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True)
+        references.append((out.sequences[:, enc["input_ids"].shape[1]:], torch.stack(out.logits, dim=1).float()))
+
+    tokenizer.padding_side = "left"
+    batch = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+    engine = FlashCoreEngine(model, max_batch_size=len(prompts), max_seq_len=batch["input_ids"].shape[1] + new_tokens)
+    runs = []
+    for enc in singles:
+        out = engine.generate(enc["input_ids"], max_new_tokens=new_tokens, do_sample=False, eos_token_id=eos)
+        runs.append(("single", _until_end(out[0, enc["input_ids"].shape[1]:], eos)))
+    if padded_batch:
+        out = engine.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=new_tokens,
+                              do_sample=False, eos_token_id=eos)
+        runs += [("padded-batch", _until_end(row, eos)) for row in out[:, batch["input_ids"].shape[1]:]]
+    del engine
+    return _rows(model, tokenizer, prompts, singles, references, runs, model_name, "engine")

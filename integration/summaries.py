@@ -59,10 +59,10 @@ def layerwise_parity(model, dtype, layers):
     return _summary(headline, missed)
 
 
-def full_generation(runs, agreement, dtype):
+def full_generation(runs, agreement, dtype=None):
     """Notebook 03: greedy generations against the SDPA reference, by the exactness policy: fp32 must be
     token-identical; fp16/bf16 may diverge only where the reference's margin is within the measured noise.
-    dtype is the notebook's, for rows that do not record their own."""
+    dtype: for rows that do not record their own (results files written before rows carried it)."""
     groups = defaultdict(list)
     for run in runs:
         groups[(run["model"], run.get("path", "drop-in"), run.get("dtype", dtype), run["mode"])].append(run)
@@ -70,19 +70,22 @@ def full_generation(runs, agreement, dtype):
     for (model, path, run_dtype, mode), group in groups.items():
         identical = sum(r["identical"] for r in group)
         line = (f"{model}, {path}, {run_dtype}, {mode}: {identical}/{len(group)} token-identical to SDPA over "
-                f"{group[0]['new_tokens']} tokens")
+                f"{max(r['new_tokens'] for r in group)} tokens")
         if identical < len(group):
             within = sum(r["passed"] for r in group if not r["identical"])
             line += f"; {within}/{len(group) - identical} divergences within the measured noise"
         headline.append(line)
-    for model in dict.fromkeys(row["model"] for row in agreement):
-        rows = [row for row in agreement if row["model"] == model]
+    yardsticks = defaultdict(list)
+    for row in agreement:
+        yardsticks[(row["model"], row.get("dtype", dtype))].append(row)
+    for (model, run_dtype), rows in yardsticks.items():
         headline.append(f"yardstick: transformers' eager attention reproduces SDPA's tokens on "
-                        f"{sum(r['eager_identical_to_sdpa'] for r in rows)}/{len(rows)} {model} prompts")
+                        f"{sum(r['eager_identical_to_sdpa'] for r in rows)}/{len(rows)} {model} prompts"
+                        + (f" in {run_dtype}" if run_dtype else ""))
 
     missed = []
     for run in runs:
-        where = f"{run['model']} {run.get('dtype', dtype)} {run['mode']} {run['prompt']!r}"
+        where = f"{run['model']} {run.get('path', 'drop-in')} {run.get('dtype', dtype)} {run['mode']} {run['prompt']!r}"
         if not run["passed"]:
             missed.append(f"{where}: diverged at new token {run['first_divergence']} where the reference's "
                           f"margin {run['margin']:.3g} exceeds the measured noise {run['noise']:.3g}")

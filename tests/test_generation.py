@@ -3,7 +3,7 @@ exactness policy of ARCHITECTURE.md), for each seed prompt alone and for all of 
 import pytest
 import torch
 
-from integration.generation import SEED_PROMPTS, compare_generation
+from integration.generation import SEED_PROMPTS, compare_engine_generation, compare_generation
 from integration.models import smollm2_135m, tiny_llama, tiny_tokenizer
 
 from conftest import DEVICE
@@ -31,3 +31,23 @@ def test_llama31_generation_correctness(model_name, exact_float32):
     assert len(rows) == 2 * len(SEED_PROMPTS)  # each prompt alone, then all in one left-padded batch
     differing = [(row["mode"], row["prompt"], row["first_divergence"]) for row in rows if not row["identical"]]
     assert not differing, f"float32 FlashCore must give SDPA's tokens exactly; first divergences: {differing}"
+
+
+def test_engine_generation_is_token_identical_in_float32(exact_float32):
+    """The engine's greedy text, alone and in a left-padded batch, against HF generate with SDPA (both stop at
+    end-of-sequence)."""
+    model, tokenizer = tiny_llama(dtype=torch.float32, device=DEVICE), tiny_tokenizer()
+    rows = compare_engine_generation(model, tokenizer, SEED_PROMPTS, 5, "tiny-llama")
+    assert [row["mode"] for row in rows] == ["single"] * 4 + ["padded-batch"] * 4
+    assert all(row["path"] == "engine" and row["dtype"] == "float32" for row in rows)
+    differing = [(row["mode"], row["prompt"], row["first_divergence"]) for row in rows if not row["identical"]]
+    assert not differing, f"float32 engine must give SDPA's tokens exactly; first divergences: {differing}"
+
+
+def test_a_sequence_that_ends_early_is_a_divergence():
+    from integration.generation import _first_difference
+
+    reference = torch.tensor([5, 6, 7, 2])
+    assert _first_difference(reference.clone(), reference) is None
+    assert _first_difference(torch.tensor([5, 6, 2]), reference) == 2
+    assert _first_difference(torch.tensor([5, 6]), reference) == 2

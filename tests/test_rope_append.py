@@ -29,8 +29,13 @@ def test_matches_hugging_face_rotary_and_writes_the_cache_rows(dtype, device):
     v = v.view(batch, new, kv_heads, head_dim).transpose(1, 2)
     positions = (write_pos - kv_start)[:, None].long() + torch.arange(new, device=device)[None, :]
     cos, sin = rotary(q, positions)
+    half = head_dim // 2
+    assert torch.equal(cos_table[positions], cos[..., :half]), "cos table differs from HF's rotary"
+    assert torch.equal(sin_table[positions], sin[..., :half]), "sin table differs from HF's rotary"
     q_ref, k_ref = apply_rotary_pos_emb(q, k, cos, sin)
-    assert torch.equal(q_out.transpose(1, 2), q_ref)
+    differs = (q_out.transpose(1, 2) != q_ref).nonzero()
+    assert len(differs) == 0, (f"{len(differs)} rotated query elements differ from HF's, first at {differs[0].tolist()}: "
+                               f"{q_out.transpose(1, 2)[tuple(differs[0])].item()} vs {q_ref[tuple(differs[0])].item()}")
     for b in range(batch):
         rows = slice(int(write_pos[b]), int(write_pos[b]) + new)
         assert torch.equal(key_cache[b, :, rows], k_ref[b])

@@ -17,10 +17,12 @@ from flashcore import _validate
 
 
 def rope_tables(inv_freq, attention_scaling, max_positions, dtype):
-    """cos, sin [max_positions, D/2] in `dtype`, computed as Hugging Face's rotary embedding computes them
-    (fp32 angles position · inv_freq, cos/sin in fp32, times attention_scaling, then cast)."""
+    """cos, sin [max_positions, D/2] in `dtype`, computed with the operations Hugging Face's rotary embedding
+    uses (fp32 angles inv_freq @ positions as a batched matmul, cos/sin in fp32, times attention_scaling, then
+    cast), so that the tables equal HF's bit for bit on whatever device computes them."""
     positions = torch.arange(max_positions, device=inv_freq.device, dtype=torch.float32)
-    angles = positions[:, None] * inv_freq.float()[None, :]
+    angles = inv_freq.float()[None, :, None] @ positions[None, None, :]  # [1, D/2, P]
+    angles = angles[0].t().contiguous()
     return (angles.cos() * attention_scaling).to(dtype), (angles.sin() * attention_scaling).to(dtype)
 
 
@@ -128,5 +130,6 @@ def rope_append(qkv, cos, sin, key_cache, value_cache, write_pos, *, q_out, kv_s
         Q_HEADS=q_heads, KV_HEADS=kv_heads, HALF_DIM=head_dim // 2,
         HALF_PADDED=triton.next_power_of_2(head_dim // 2), HAS_KV_START=kv_start is not None,
         num_warps=1,
+        enable_fp_fusion=False,  # no FMA contraction: every product is rounded on its own, as torch's ops round it
     )
     return q_out
