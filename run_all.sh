@@ -93,12 +93,15 @@ fi
 
 report_dir=$("$PY" -c "from integration.results import report_dir; print(report_dir())")
 mkdir -p "$report_dir/notebooks"
+# FLASHCORE_LOG_OUTPUT=1 streams every cell's output as it runs (where a run is watched from a log, not a browser)
+log_args=(--log-level WARNING)
+[ -n "${FLASHCORE_LOG_OUTPUT:-}" ] && log_args=(--log-output --log-level INFO)
 total_start=$SECONDS
 for i in "${!notebooks[@]}"; do
   nb=${notebooks[$i]}
   echo "== [$((i + 1))/${#notebooks[@]}] $(basename "$nb") ..."
   start=$SECONDS
-  "$PY" -m papermill "$nb" "$report_dir/notebooks/$(basename "$nb")" --cwd notebooks --no-progress-bar --log-level WARNING
+  "$PY" -m papermill "$nb" "$report_dir/notebooks/$(basename "$nb")" --cwd notebooks --no-progress-bar "${log_args[@]}"
   echo "   done in $((SECONDS - start)) s (total $((SECONDS - total_start)) s)"
 done
 "$PY" -m integration.report "$report_dir"

@@ -64,7 +64,7 @@ def _rows(model, tokenizer, prompts, singles, references, runs, model_name, path
     rows = []
     for index, (mode, tokens) in enumerate(runs):
         i = index % len(prompts)
-        ref_tokens, ref_logits = references[i][0][0], references[i][1][0]
+        ref_tokens, ref_logits = references[i]
         row = {"model": model_name, "path": path, "dtype": _dtype_name(model), "mode": mode, "prompt": prompts[i],
                "new_tokens": int(tokens.numel())}
         row.update(_compare(model, singles[i]["input_ids"][0], ref_tokens, ref_logits, tokens))
@@ -75,18 +75,30 @@ def _rows(model, tokenizer, prompts, singles, references, runs, model_name, path
     return rows
 
 
-def reference_agreement(model, tokenizer, prompts, new_tokens, model_name):
+def _encode(tokenizer, prompts, device):
+    return [tokenizer(p, return_tensors="pt").to(device) for p in prompts]
+
+
+def sdpa_references(model, tokenizer, prompts, new_tokens):
+    """HF generate() with SDPA on each prompt alone: (tokens [new_tokens], raw logits [new_tokens, V]) per prompt,
+    end-of-sequence suppressed. Computed once per model and shared by every comparison below."""
+    revert_flashcore_attention(model, "sdpa")
+    references = []
+    for encoding in _encode(tokenizer, prompts, next(model.parameters()).device):
+        tokens, logits = _generate(model, encoding, new_tokens)
+        references.append((tokens[0], logits[0]))
+    return references
+
+
+def reference_agreement(model, tokenizer, prompts, new_tokens, model_name, references=None):
     """Does transformers' own eager attention reproduce SDPA's greedy tokens? Rows for results file 03: how
     far two reference implementations agree in the same precision, the yardstick for FlashCore's divergences."""
-    device = next(model.parameters()).device
+    references = references or sdpa_references(model, tokenizer, prompts, new_tokens)
+    revert_flashcore_attention(model, "eager")
     rows = []
-    for prompt in prompts:
-        encoding = tokenizer(prompt, return_tensors="pt").to(device)
-        tokens = {}
-        for implementation in ("sdpa", "eager"):
-            revert_flashcore_attention(model, implementation)
-            tokens[implementation] = _generate(model, encoding, new_tokens)[0][0]
-        differs = (tokens["eager"] != tokens["sdpa"]).nonzero()
+    for prompt, encoding, (sdpa_tokens, _) in zip(prompts, _encode(tokenizer, prompts, model.device), references):
+        eager_tokens = _generate(model, encoding, new_tokens)[0][0]
+        differs = (eager_tokens != sdpa_tokens).nonzero()
         rows.append({"model": model_name, "dtype": _dtype_name(model), "prompt": prompt, "new_tokens": new_tokens,
                      "eager_identical_to_sdpa": len(differs) == 0,
                      "first_divergence": int(differs[0]) if len(differs) else None})
@@ -94,22 +106,24 @@ def reference_agreement(model, tokenizer, prompts, new_tokens, model_name):
     return rows
 
 
-def compare_generation(model, tokenizer, prompts, new_tokens, model_name, padded_batch=True):
+def compare_generation(model, tokenizer, prompts, new_tokens, model_name, padded_batch=True, references=None):
     """Rows (path "drop-in") for results file 03: each prompt alone (mode "single") and, with padded_batch, all
     prompts in one left-padded batch (mode "padded-batch"), FlashCore against SDPA generating each prompt alone."""
-    device = next(model.parameters()).device
-    singles = [tokenizer(p, return_tensors="pt").to(device) for p in prompts]
-    revert_flashcore_attention(model, "sdpa")
-    references = [_generate(model, enc, new_tokens) for enc in singles]
-
+    references = references or sdpa_references(model, tokenizer, prompts, new_tokens)
+    singles = _encode(tokenizer, prompts, model.device)
     replace_llama_attention_with_flashcore(model, verbose=False)
     runs = [("single", _generate(model, enc, new_tokens)[0][0]) for enc in singles]
     if padded_batch:
         tokenizer.padding_side = "left"
-        batch = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+        batch = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
         batch_tokens = _generate(model, batch, new_tokens)[0]
         runs += [("padded-batch", batch_tokens[i]) for i in range(len(prompts))]
     return _rows(model, tokenizer, prompts, singles, references, runs, model_name, "drop-in")
+
+
+def _eos_ids(model):
+    eos = model.generation_config.eos_token_id
+    return [eos] if isinstance(eos, int) else list(eos or [])
 
 
 def _until_end(tokens, eos):
@@ -118,26 +132,32 @@ def _until_end(tokens, eos):
     return tokens[:int(ends[0]) + 1] if len(ends) else tokens
 
 
+def _stopping_at_end(reference, eos):
+    """The reference as generate() without min_new_tokens would have made it: the raw logits are those of the
+    suppressed run, whose greedy choice differs only where the raw argmax is an end token; there the
+    unsuppressed run emits it and stops."""
+    tokens, logits = reference
+    ends = torch.isin(logits.argmax(-1), torch.tensor(eos, device=logits.device)).nonzero()
+    if not len(ends):
+        return reference
+    step = int(ends[0])
+    return torch.cat([tokens[:step], logits[step].argmax()[None]]), logits[:step + 1]
+
+
 @torch.no_grad()
-def compare_engine_generation(model, tokenizer, prompts, new_tokens, model_name, padded_batch=True):
+def compare_engine_generation(model, tokenizer, prompts, new_tokens, model_name, padded_batch=True,
+                              references=None):
     """Rows (path "engine") for results file 03: FlashCoreEngine's greedy tokens, each prompt alone and all in one
     left-padded batch, against HF generate() with SDPA on each prompt alone. Both stop at the model's
     end-of-sequence token (the engine has no min_new_tokens), so a reference may be shorter than new_tokens."""
     from integration.engine import FlashCoreEngine
 
-    device = next(model.parameters()).device
-    eos = model.generation_config.eos_token_id
-    eos = [eos] if isinstance(eos, int) else list(eos or [])
-    singles = [tokenizer(p, return_tensors="pt").to(device) for p in prompts]
-    revert_flashcore_attention(model, "sdpa")
-    references = []
-    for enc in singles:
-        out = model.generate(**enc, max_new_tokens=new_tokens, do_sample=False, output_logits=True,
-                             return_dict_in_generate=True)
-        references.append((out.sequences[:, enc["input_ids"].shape[1]:], torch.stack(out.logits, dim=1).float()))
-
+    eos = _eos_ids(model)
+    references = references or sdpa_references(model, tokenizer, prompts, new_tokens)
+    references = [_stopping_at_end(reference, eos) for reference in references]
+    singles = _encode(tokenizer, prompts, model.device)
     tokenizer.padding_side = "left"
-    batch = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+    batch = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
     engine = FlashCoreEngine(model, max_batch_size=len(prompts), max_seq_len=batch["input_ids"].shape[1] + new_tokens)
     runs = []
     for enc in singles:

@@ -51,3 +51,14 @@ def test_a_sequence_that_ends_early_is_a_divergence():
     assert _first_difference(reference.clone(), reference) is None
     assert _first_difference(torch.tensor([5, 6, 2]), reference) == 2
     assert _first_difference(torch.tensor([5, 6]), reference) == 2
+
+
+def test_a_reference_stops_where_its_raw_argmax_is_the_end_token():
+    from integration.generation import _stopping_at_end
+
+    logits = torch.zeros(4, 5)
+    logits[torch.arange(4), torch.tensor([3, 4, 2, 1])] = 1.0  # raw argmax: 3, 4, end (2), 1
+    tokens = torch.tensor([3, 4, 1, 1])                          # the suppressed run chose 1 at step 2
+    stopped_tokens, stopped_logits = _stopping_at_end((tokens, logits), [2])
+    assert stopped_tokens.tolist() == [3, 4, 2] and stopped_logits.shape == (3, 5)
+    assert _stopping_at_end((tokens, logits), [0])[0] is tokens

