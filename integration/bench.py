@@ -13,6 +13,7 @@ are timed one step at a time with CUDA events.
 The floor of a batch-B step: every weight but the embedding table read once, plus B caches, over the copy
 bandwidth measured in the same run.
 """
+import gc
 import time
 
 import torch
@@ -149,6 +150,7 @@ def decode_sweep(model, cache_lens, bandwidth, paths, replays=30, eager_tokens=8
         floor = floor_ms(model, cache_len, bandwidth)
         for path in paths:
             if torch.cuda.is_available():
+                gc.collect()  # an engine and its step programs refer to each other: free the last one's memory now
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
             try:
@@ -183,6 +185,7 @@ def _time_path(model, path, cache_len, replays, eager_tokens):
 
 def batch_sweep(model, batches, cache_len, bandwidth, replays=20):
     """Engine step time for each batch size at one cache length (one engine, one graph per batch size)."""
+    gc.collect()  # the decode sweep's last engine
     engine = FlashCoreEngine(model, max_batch_size=max(batches), max_seq_len=cache_len + replays + 8)
     rows = []
     for batch in batches:

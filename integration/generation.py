@@ -5,6 +5,8 @@ noise measured at the same place: the largest logit difference between two of tr
 implementations (SDPA and eager) on the same prefix. A divergence counts as noise only if the reference's
 margin is within that noise; otherwise the run fails.
 """
+import gc
+
 import torch
 
 from integration.llama_flashcore import replace_llama_attention_with_flashcore, revert_flashcore_attention
@@ -168,4 +170,5 @@ def compare_engine_generation(model, tokenizer, prompts, new_tokens, model_name,
                               do_sample=False, eos_token_id=eos)
         runs += [("padded-batch", _until_end(row, eos)) for row in out[:, batch["input_ids"].shape[1]:]]
     del engine
+    gc.collect()  # the engine and its step programs refer to each other: free its cache and graphs now
     return _rows(model, tokenizer, prompts, singles, references, runs, model_name, "engine")
