@@ -23,11 +23,15 @@ def report_dir():
 
 
 def _git_commit():
+    """FLASHCORE_COMMIT where set (a copy of the tree whose git metadata may be stale, as on the lent GPU machine),
+    else the checkout's HEAD."""
+    if os.environ.get("FLASHCORE_COMMIT"):
+        return os.environ["FLASHCORE_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("FLASHCORE_COMMIT", "unknown")
+        return "unknown"
 
 
 def _driver_version():

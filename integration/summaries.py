@@ -122,7 +122,7 @@ def _engine_misses(results):
     for row in engine:
         limit = ENGINE_OVER_FLOOR if row["cache_len"] <= 32768 else ENGINE_OVER_FLOOR_LONG
         if row["ratio_to_floor"] > limit:
-            missed.append(f"engine decode at cache {row['cache_len']:,}: {row['ratio_to_floor']:.2f}x the floor "
+            missed.append(f"engine decode at cache {row['cache_len']:,}: {row['ratio_to_floor']:.3f}x the floor "
                           f"(target {limit}x)")
         if row["cache_len"] == 2048 and row["ms_per_token"] >= SEED_MS_AT_2048:
             missed.append(f"engine decode at cache 2048: {row['ms_per_token']:.2f} ms/token "
@@ -172,17 +172,42 @@ def _gemv_misses(results):
     missed = [f"GEMV {r['shape']} at M=1: {r['bandwidth_fraction']:.0%} of copy bandwidth "
               f"(target {GEMV_BANDWIDTH[r['shape']]:.0%})"
               for r in rows if r["M"] == 1 and r["bandwidth_fraction"] < GEMV_BANDWIDTH.get(r["shape"], 0)]
-    missed += [f"GEMV {r['shape']} at M={r['M']}: {r['flashcore_us']:.1f} us, slower than cuBLAS's "
-               f"{r['cublas_us']:.1f}" for r in rows if r["flashcore_us"] > r["cublas_us"]]
+    missed += [f"GEMV {r['shape']} at M={r['M']}: {r['flashcore_us']:.2f} us, slower than cuBLAS's "
+               f"{r['cublas_us']:.2f}" for r in rows if r["flashcore_us"] > r["cublas_us"]]
     single = {r["shape"]: r["flashcore_us"] for r in rows if r["M"] == 1}
     missed += [f"GEMV {r['shape']} at M=8: {r['flashcore_us']:.1f} us, {r['flashcore_us'] / single[r['shape']]:.2f}x "
                f"its M=1 time (target {GEMV_M8_OVER_M1}x)" for r in rows
                if r["M"] == 8 and r["shape"] in single and r["flashcore_us"] > GEMV_M8_OVER_M1 * single[r["shape"]]]
     chain = results.get("projection_chain")
     if chain and chain["flashcore_ms"] > PROJECTION_CHAIN_OVER_FLOOR * chain["floor_ms"]:
-        missed.append(f"projection chain: {chain['flashcore_ms'] / chain['floor_ms']:.2f}x its floor "
+        missed.append(f"projection chain: {chain['flashcore_ms'] / chain['floor_ms']:.3f}x its floor "
                       f"(target {PROJECTION_CHAIN_OVER_FLOOR}x)")
     return missed
+
+
+def _engine_lines(results):
+    """The engine against the floor at every length, batch 8 against batch 1, the projection chain, GQA's cache."""
+    lines = []
+    engine = [r for r in results.get("decode", [])
+              if r["path"] == "flashcore-engine" and r.get("batch", 1) == 1 and r.get("ratio_to_floor")]
+    if engine:
+        lines.append("engine ms/token (x floor) by cache length: " + ", ".join(
+            f"{r['cache_len']:,}: {r['ms_per_token']:.2f} ({r['ratio_to_floor']:.3f}x)" for r in engine))
+    steps = {r["batch"]: r["ms_per_step"] for r in results.get("batch_sweep", []) if r["cache_len"] == 2048}
+    if 1 in steps and max(steps) > 1:
+        lines.append("engine at cache 2048, ms per step by batch: " + ", ".join(
+            f"{batch}: {ms:.2f} ({ms / steps[1]:.2f}x batch 1)" for batch, ms in sorted(steps.items())))
+    chain = results.get("projection_chain")
+    if chain:
+        floor = chain["floor_ms"]
+        lines.append(f"projection chain of one step: FlashCore {chain['flashcore_ms']:.2f} ms "
+                     f"({chain['flashcore_ms'] / floor:.3f}x its floor), cuBLAS {chain['cublas_ms']:.2f} ms "
+                     f"({chain['cublas_ms'] / floor:.3f}x)")
+    kv = results.get("kv_cache_bytes")
+    if kv:
+        lines.append(f"KV cache of one {kv.get('cache_len', '')}-token sequence: {kv['gqa'] / 2**20:.0f} MiB with GQA, "
+                     f"{kv['mha_equivalent'] / 2**20:.0f} MiB as MHA ({kv['mha_equivalent'] / kv['gqa']:.0f}x)")
+    return lines
 
 
 def decode_sweep(results, check_targets):
@@ -195,9 +220,10 @@ def decode_sweep(results, check_targets):
     ours, sdpa = _fastest(at_2048, "flashcore"), _fastest(at_2048, "sdpa")
     if ours:
         headline.append(f"decode at cache 2048, batch 1: {ours['path']} {ours['ms_per_token']:.2f} ms/token"
-                        + (f", {ours['ratio_to_floor']:.2f}x the {ours['floor_ms']:.2f} ms floor"
+                        + (f", {ours['ratio_to_floor']:.3f}x the {ours['floor_ms']:.2f} ms floor"
                            if ours.get("floor_ms") else "")
                         + (f"; fastest SDPA path {sdpa['path']} {sdpa['ms_per_token']:.2f} ms" if sdpa else ""))
+    headline += _engine_lines(results)
     if not check_targets:
         return _summary(headline, [])
     missed = (_engine_misses(results) + _batch_misses(results) + _first_token_misses(results)
@@ -216,7 +242,8 @@ def hf_compile(rows, check_targets):
     missed = [f"{r['path']}: did not run ({r['skipped']})" for r in rows if r.get("skipped")]
     ours, sdpa = ran.get("hf-compile-flashcore"), ran.get("hf-compile-sdpa")
     if ours and ours["recompiles_new_shapes"] > 0:
-        missed.append(f"hf-compile-flashcore recompiled {ours['recompiles_new_shapes']} graphs for new shapes (target 0)")
+        missed.append(f"hf-compile-flashcore recompiled {ours['recompiles_new_shapes']} graphs for new shapes "
+                      "(target 0)")
     if ours and sdpa:
         if ours["compile_s"] > sdpa["compile_s"]:
             missed.append(f"hf-compile-flashcore compile time {ours['compile_s']:.1f} s against SDPA's "

@@ -64,8 +64,8 @@ def _sweep(engine_ms):
 def test_decode_sweep_against_the_targets():
     met = summaries.decode_sweep(_sweep(5.5), check_targets=True)
     assert met["passed"], met["missed"]
-    assert "flashcore-engine 5.50 ms/token, 1.10x the 5.00 ms floor; fastest SDPA path hf-static-graph-sdpa" \
+    assert "flashcore-engine 5.50 ms/token, 1.100x the 5.00 ms floor; fastest SDPA path hf-static-graph-sdpa" \
         in met["headline"][1]
     missed = summaries.decode_sweep(_sweep(6.5), check_targets=True)
-    assert missed["missed"] == ["engine decode at cache 2,048: 1.30x the floor (target 1.15x)"]
+    assert missed["missed"] == ["engine decode at cache 2,048: 1.300x the floor (target 1.15x)"]
     assert summaries.decode_sweep(_sweep(6.5), check_targets=False)["passed"]

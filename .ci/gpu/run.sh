@@ -14,6 +14,8 @@
 #                         over calls so that each stays under 10 minutes.
 #   tests [PYTEST ARG...] the unit tests on CUDA (default: -k "not gpu_matrix", which notebook 01 runs)
 # Notebook 03 and the SmolLM2 tests need the joined GGUF: make both setup calls before them.
+# The machine's copy of the tree carries stale git metadata: pass the commit you carried, with a clean tree,
+# as FLASHCORE_COMMIT=<sha> (the results files record it; without it they record the stale HEAD).
 # The notebooks, results and figures a stage wrote come back as $OUT/<stage>.tar.gz; unpack them over the
 # tree here and index the report here: python -m integration.report report
 set -uo pipefail
