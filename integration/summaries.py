@@ -252,3 +252,95 @@ def hf_compile(rows, check_targets):
             missed.append(f"hf-compile-flashcore {ours['ms_per_token']:.2f} ms/token against SDPA's "
                           f"{sdpa['ms_per_token']:.2f}")
     return _summary(headline, missed)
+
+
+# Notebook 06 (reliability)
+
+def _engine_memory_lines(row):
+    """(headline line, missed lines) of the engine's memory row."""
+    path, kv = row["path"], (f"KV cache {row['kv_cache_bytes']:,} bytes "
+                             + ("= " if row["kv_cache_bytes"] == row["kv_cache_bytes_expected"] else "!= ")
+                             + f"computed {row['kv_cache_bytes_expected']:,}")
+    if not row["memory_measured"]:
+        line = f"{path}: device memory not measured (no CUDA); {kv}"
+    else:
+        line = (f"{path}: {row['allocated_after_1000'] / 2**30:.3f} GiB allocated at step {row['steps']}, "
+                f"{row['allocated_after_1000'] - row['allocated_after_10']:+,} bytes since step {row['early_step']}; "
+                f"{kv}")
+    missed = [] if row["passed"] else [
+        f"{path}: memory not constant over {row['steps']} decode steps or KV cache bytes off ({kv}; allocated "
+        f"{row['allocated_after_10']} -> {row['allocated_after_1000']}, spread {row['allocated_spread']})"]
+    return line, missed
+
+
+def _hf_memory_lines(row):
+    """(headline line, missed lines) of the drop-in path's memory row; not measured is not missed."""
+    path, steps, early = row["path"], row["steps"], row["early_step"]
+    if not row["memory_measured"]:
+        return f"{path}: device memory not measured (no CUDA)", []
+    line = (f"{path}: from step {early} to {steps} memory grew by {row['growth']:,} bytes, {steps - early} x "
+            f"({row['kv_bytes_per_token']:,} KV + {row['other_bytes_per_token']:g} of generate()'s own, measured "
+            f"with SDPA) = {row['expected_growth']:,.0f} expected; leak {row['leak_bytes']:,.0f} bytes")
+    missed = [] if row["passed"] else [
+        f"{path}: {row['leak_bytes']:,.0f} bytes beyond the cache's growth over {steps} steps"]
+    return line, missed
+
+
+def _memory_lines(rows):
+    headline, missed = [], []
+    for row in rows:
+        line, row_missed = (_engine_memory_lines if row["path"] == "flashcore-engine" else _hf_memory_lines)(row)
+        headline.append(line)
+        missed += row_missed
+    return headline, missed
+
+
+def _determinism_lines(rows):
+    same = [r["path"] for r in rows if r["passed"]]
+    headline = [f"{', '.join(same)}: {rows[0]['runs']} runs bitwise identical, tokens and logits"] if same else []
+    missed = [f"{r['path']}: {r['runs']} runs differ (tokens identical: {r['identical_tokens']}, logits identical: "
+              f"{r['identical_logits']})" for r in rows if not r["passed"]]
+    return headline, missed
+
+
+def _long_context_lines(rows):
+    headline, missed = [], []
+    for row in rows:
+        if row["kind"] == "prefill":
+            line = (f"causal prefill at {row['Skv']:,} keys ({row['dtype']}): error {row['err']:.3g}, "
+                    f"{row['ratio']:.2f}x SDPA's")
+        elif row["identical"]:
+            line = (f"engine generation at a {row['Skv']:,}-token context: {row['new_tokens']}/{row['new_tokens']} "
+                    f"tokens identical to HF SDPA")
+        else:
+            line = (f"engine generation at a {row['Skv']:,}-token context: first divergence at new token "
+                    f"{row['first_divergence']}, reference margin {row['margin']:.3g} against noise {row['noise']:.3g}")
+        headline.append(line)
+        if not row["passed"]:
+            missed.append(line)
+    return headline, missed
+
+
+def _magnitude_lines(rows):
+    passed = sum(r["passed"] for r in rows)
+    headline = [f"{passed}/{len(rows)} large-magnitude cases (|q·k| up to {max(r['max_abs_qk'] for r in rows):.3g}) "
+                f"finite and within the rule; worst error ratio {max(r['ratio'] for r in rows):.2f}"]
+    missed = [f"large magnitude {r['kind']} {r['pattern']} {r['dtype']}: "
+              + (f"error {r['err']:.3g} against PyTorch's {r['torch_err']:.3g}" if r["finite"] else "non-finite output")
+              for r in rows if not r["passed"]]
+    return headline, missed
+
+
+def reliability(results):
+    """Notebook 06: {"headline", "passed", "missed"} from its memory, determinism, long_context and
+    large_magnitude rows. A row that could not be measured here (memory without CUDA) is said so, not missed."""
+    headline, missed = [], []
+    for key, lines in (("memory", _memory_lines), ("determinism", _determinism_lines),
+                       ("long_context", _long_context_lines), ("large_magnitude", _magnitude_lines)):
+        if results.get(key):
+            more_headline, more_missed = lines(results[key])
+            headline += more_headline
+            missed += more_missed
+        else:
+            missed.append(f"no {key} rows")
+    return {"headline": headline, "passed": not missed, "missed": missed}

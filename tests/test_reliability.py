@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from conftest import ON_GPU
-from integration import reliability
+from integration import reliability, summaries
+from integration.reliability import determinism, magnitude
 from integration.engine import FlashCoreEngine
 from integration.models import tiny_llama
 
@@ -41,7 +42,7 @@ def test_large_magnitude_check_can_fail(device, monkeypatch):
         k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1).float() for t in (k, v))
         weights = torch.exp(q.float() @ k.transpose(-1, -2) * q.shape[-1] ** -0.5)  # inf past a score of ~88
         return (weights / weights.sum(-1, keepdim=True) @ v).to(q.dtype)
-    monkeypatch.setattr(reliability, "decode_attention", without_max_subtraction)
+    monkeypatch.setattr(magnitude, "decode_attention", without_max_subtraction)
     row = reliability.large_magnitude_row("decode", "shared-offset", (8, 2, 64), 200, torch.float16, device)
     assert not row["finite"] and not row["passed"]
 
@@ -64,7 +65,7 @@ def test_engine_is_deterministic(engine, prompt):
 
 def test_engine_determinism_check_sees_a_changed_cache(engine, prompt, monkeypatch):
     """Perturb the cache after the second run: the comparison must notice it."""
-    real, runs = reliability._engine_snapshot, []
+    real, runs = determinism._engine_snapshot, []
 
     def perturbed(engine, input_ids, new_tokens):
         snapshot = real(engine, input_ids, new_tokens)
@@ -72,7 +73,7 @@ def test_engine_determinism_check_sees_a_changed_cache(engine, prompt, monkeypat
         if len(runs) == 2:
             snapshot[1][1][0, 0, 0, 0] += 1
         return snapshot
-    monkeypatch.setattr(reliability, "_engine_snapshot", perturbed)
+    monkeypatch.setattr(determinism, "_engine_snapshot", perturbed)
     row = reliability.engine_determinism_row(engine, prompt, 2, runs=2)
     assert row["identical_tokens"] and not row["identical_logits"] and not row["passed"]
 
@@ -137,7 +138,7 @@ def _results():
 
 
 def test_summary_passes_when_every_row_passes():
-    summary = reliability.reliability_summary(_results())
+    summary = summaries.reliability(_results())
     assert summary["passed"] and summary["missed"] == []
     assert len(summary["headline"]) == 6
 
@@ -151,7 +152,7 @@ def test_summary_passes_when_every_row_passes():
 def test_summary_marks_a_failed_row_as_missed(key, index, change):
     results = _results()
     results[key][index] = {**results[key][index], **change}
-    summary = reliability.reliability_summary(results)
+    summary = summaries.reliability(results)
     assert not summary["passed"] and len(summary["missed"]) == 1
 
 
@@ -159,6 +160,6 @@ def test_summary_misses_a_missing_check_but_not_unmeasured_memory():
     results = _results()
     results["memory"][1] = {**results["memory"][1], "memory_measured": False, "growth": None, "leak_bytes": None,
                             "passed": None}
-    assert reliability.reliability_summary(results)["passed"]
+    assert summaries.reliability(results)["passed"]
     del results["determinism"]
-    assert reliability.reliability_summary(results)["missed"] == ["no determinism rows"]
+    assert summaries.reliability(results)["missed"] == ["no determinism rows"]
