@@ -1,6 +1,7 @@
-"""Greedy generation with FlashCore against the SDPA reference, token by token.
+"""Greedy generation with FlashCore (the drop-in attention inside HF generate(), and the engine) against the SDPA
+reference, token by token.
 
-Where the two first differ, the reference's top-1/top-2 logit margin at that step is compared with the fp16
+Where the two first differ, the reference's top-1/top-2 logit margin at that step is compared with the rounding
 noise measured at the same place: the largest logit difference between two of transformers' own attention
 implementations (SDPA and eager) on the same prefix. A divergence counts as noise only if the reference's
 margin is within that noise; otherwise the run fails.
@@ -86,7 +87,7 @@ def sdpa_references(model, tokenizer, prompts, new_tokens):
     end-of-sequence suppressed. Computed once per model and shared by every comparison below."""
     revert_flashcore_attention(model, "sdpa")
     references = []
-    for encoding in _encode(tokenizer, prompts, next(model.parameters()).device):
+    for encoding in _encode(tokenizer, prompts, model.device):
         tokens, logits = _generate(model, encoding, new_tokens)
         references.append((tokens[0], logits[0]))
     return references
