@@ -19,7 +19,8 @@ PUBLISHED = REPO_ROOT / "report"
 
 
 def _pages(report_dir):
-    return {path.name: path.read_text() for path in report_dir.glob("*.html")}
+    """Each page's text exactly as written (no newline translation: generated text may hold a carriage return)."""
+    return {path.name: path.read_bytes().decode("utf-8") for path in report_dir.glob("*.html")}
 
 
 def test_index_shows_each_summary_and_links_notebooks(tmp_path, monkeypatch):
