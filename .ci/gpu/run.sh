@@ -7,11 +7,12 @@
 #                         package once every part has come (the sha256 says when). Repeat with the next parts:
 #                           1st call: carry .whl .gguf/smollm2.part00 .gguf/smollm2.sha256
 #                           2nd call: carry .gguf/smollm2.part01 .gguf/smollm2.part02
-#   warm                  compile the GEMV and attention kernels' autotuning candidates in parallel processes
-#                         (a cold Triton cache otherwise costs minutes of serial compiling in notebook 04)
+#   warm [WORKERS]        compile the GEMV's autotuning candidates in parallel processes (a cold Triton cache
+#                         otherwise costs minutes of serial compiling in notebooks 03, 04 and 06)
 #   notebooks [NAME ...]  execute the named notebooks (stems, e.g. 01_kernel_unit_checks 02_layerwise_parity;
 #                         none: every notebooks/0*.ipynb) into report/, in the order given. Split the list
-#                         over calls so that each stays under 10 minutes.
+#                         over calls so that each stays under 10 minutes: the stage stops itself after
+#                         STAGE_SECONDS (default 540) and returns what was written by then.
 #   tests [PYTEST ARG...] the unit tests on CUDA (default: -k "not gpu_matrix", which notebook 01 runs)
 # Notebook 03 and the SmolLM2 tests need the joined GGUF: make both setup calls before them.
 # The machine's copy of the tree carries stale git metadata: pass the commit you carried, with a clean tree,
@@ -62,6 +63,8 @@ case $stage in
     # stop short of the device call's limit so that what was written still goes back
     FLASHCORE_LOG_OUTPUT=1 timeout "${STAGE_SECONDS:-540}" ./run_all.sh "${notebooks[@]}"  # no names: all notebooks
     rc=$?
+    # timeout stops run_all.sh only: stop the notebook it left running too, so the next call has the GPU to itself
+    [ $rc -eq 124 ] && { pkill -f papermill; pkill -f ipykernel_launcher; }
     find report/notebooks report/results report/figures -type f -newer /tmp/stage-start -print0 \
       | tar czf "$OUT/$stage.tar.gz" --null -T -
     exit $rc
