@@ -8,9 +8,15 @@ LOG2E = 1.4426950408889634  # scores are kept in the log2 domain, where exp2 is 
 
 @triton.jit
 def attend_block(q, m_i, l_i, acc, kt_ptrs, kt_mask, v_ptrs, v_mask, visible, qk_scale_log2,
-                 DOT_PRECISION: tl.constexpr):
+                 DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr):
     """q [M, D]; kt_ptrs [D, N] (the key block, transposed); v_ptrs [N, D]; visible [M, N] (broadcastable):
-    which scores count. Scores live in the log2 domain: qk_scale_log2 is the softmax scale times log2(e)."""
+    which scores count. Scores live in the log2 domain: qk_scale_log2 is the softmax scale times log2(e).
+
+    LOAD_V_WITH_K issues the value load beside the key load, so that both wait on memory together: worth it
+    where a program has one or two blocks and no loop to pipeline (decode at short caches); a long loop
+    (prefill) is better served by the pipeliner with V loaded where it is used."""
+    if LOAD_V_WITH_K:
+        v = tl.load(v_ptrs, mask=v_mask, other=0.0)
     kt = tl.load(kt_ptrs, mask=kt_mask, other=0.0)
     qk = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale_log2
     qk = tl.where(visible, qk, float("-inf"))
@@ -20,7 +26,8 @@ def attend_block(q, m_i, l_i, acc, kt_ptrs, kt_mask, v_ptrs, v_mask, visible, qk
     alpha = tl.math.exp2(m_i - m_safe)  # rescales what was accumulated under the old max
     p = tl.math.exp2(qk - m_safe[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = tl.load(v_ptrs, mask=v_mask, other=0.0)
+    if not LOAD_V_WITH_K:
+        v = tl.load(v_ptrs, mask=v_mask, other=0.0)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
     return m_new, l_i, acc
 

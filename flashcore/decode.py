@@ -25,6 +25,8 @@ from flashcore._launch import FastLaunch
 from flashcore._online_softmax import LOG2E, attend_block, finish
 
 DECODE_BLOCK_N = 64
+# Issue each block's V load beside its K load (see attend_block): a split holds one or two blocks at short caches
+DECODE_LOAD_V_WITH_K = True
 MAX_SPLITS = 64
 
 
@@ -53,7 +55,7 @@ def _decode_split_kernel(
     GROUP_SIZE: tl.constexpr, BLOCK_H: tl.constexpr,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr,
 ):
     tl.static_assert(BLOCK_H >= GROUP_SIZE)
     # torch.compile hands a Python float over as fp64; keep the softmax state in fp32 whatever the caller
@@ -95,7 +97,7 @@ def _decode_split_kernel(
             q, m_i, l_i, acc,
             k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd, col_ok[None, :] & mask_d[:, None],
             v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd, col_ok[:, None] & mask_d[None, :],
-            col_ok[None, :], qk_scale_log2, DOT_PRECISION)
+            col_ok[None, :], qk_scale_log2, DOT_PRECISION, LOAD_V_WITH_K)
 
     # Partial result, normalised within the split; a split with no keys writes zeros and lse -inf.
     out, lse_log2 = finish(m_i, l_i, acc)
@@ -274,7 +276,8 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
     split_strides = (query.stride(0), query.stride(1), query.stride(3),
                      key.stride(0), key.stride(1), key.stride(2), key.stride(3),
                      value.stride(0), value.stride(1), value.stride(2), value.stride(3))
-    split_key = (query.dtype, group, head_dim, kv_lens is not None, kv_start is not None, _int_key(split_strides),
+    block_n, load_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K
+    split_key = (query.dtype, group, head_dim, block_n, load_v_with_k, kv_lens is not None, kv_start is not None, _int_key(split_strides),
                  _pointer_key(query), _pointer_key(key), _pointer_key(value), _pointer_key(kv_lens),
                  _pointer_key(kv_start))
     _split_launch.launch(
@@ -283,9 +286,10 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
          kv_heads, kv_len, splits, scale * LOG2E),
         split_key,
         lambda: dict(GROUP_SIZE=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
-                     HEAD_DIM_PADDED=head_dim_padded, BLOCK_N=DECODE_BLOCK_N, HAS_KV_LENS=kv_lens is not None,
+                     HEAD_DIM_PADDED=head_dim_padded, BLOCK_N=block_n, HAS_KV_LENS=kv_lens is not None,
                      HAS_KV_START=kv_start is not None,
                      DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # tf32: unused for 16-bit
+                     LOAD_V_WITH_K=load_v_with_k,
                      num_warps=4, num_stages=3 if on_gpu else 1))
     out_strides = (out.stride(0), out.stride(1), out.stride(3))
     splits_padded = triton.next_power_of_2(splits)

@@ -78,7 +78,7 @@ def _prefill_fwd_kernel(
             q, m_i, l_i, acc,
             k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd, col_ok[None, :] & mask_d[:, None],
             v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd, col_ok[:, None] & mask_d[None, :],
-            visible, qk_scale_log2, DOT_PRECISION)
+            visible, qk_scale_log2, DOT_PRECISION, LOAD_V_WITH_K=False)
 
     # Rows that saw no valid key (left padding) are written as zeros with log-sum-exp -inf.
     out, lse_log2 = finish(m_i, l_i, acc)

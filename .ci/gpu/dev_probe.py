@@ -1,6 +1,7 @@
 """Development probe for one device call: correctness of the new kernels and the engine on CUDA, then the
 numbers that steer the next change (GEMV vs cuBLAS, projection chain, decode attention, engine ms/token, a
 kernel-time profile of one engine step). Writes $OUT/probe.json; prints a short table last."""
+import gc
 import json
 import os
 import sys
@@ -119,6 +120,52 @@ if "attn" in parts:
     for r in results["decode_tuning"]:
         log(f"tune 32K splits {r['splits']}: {r['graph_us']:.1f} us {r['bandwidth_fraction']:.0%}")
     save()
+
+if "short" in parts:
+    # Decode attention at short caches (1K-4K), where the engine misses 1.15x its floor: the V load issued beside
+    # the K load or after the scores, block size and split count, in a graph over rotated caches; then the engine
+    # itself with each choice, A and B alternated twice to show the run's noise.
+    import flashcore.decode as decode_module
+    import flashcore.engine.step as step_module
+    grid = []
+    for v_with_k in (False, True):
+        decode_module.DECODE_LOAD_V_WITH_K = v_with_k
+        for block_n in (32, 64):
+            decode_module.DECODE_BLOCK_N = block_n
+            for cache_len in (1024, 2048, 4096):
+                for r in kernel_bench.decode_tuning_rows(cache_len, bw, (8, 16, 33, 64)):
+                    grid.append(dict(r, v_with_k=v_with_k, block_n=block_n))
+                    log(f"decode {cache_len:5d} v_with_k={v_with_k:d} block {block_n} splits {r['splits']:2d}: "
+                        f"{r['graph_us']:6.2f} us ({r['bandwidth_fraction']:.0%})")
+    results["short_grid"] = grid
+    save()
+    best = {n: min((r for r in grid if r["cache_len"] == n and r["v_with_k"]), key=lambda r: r["graph_us"])
+            for n in (1024, 2048, 4096)}
+    model = llama31_8b(dtype=torch.float16)
+    heuristic = step_module.num_splits
+    engine_rows = []
+    variants = [("v_late", False, None), ("v_with_k", True, None), ("v_with_k_best", True, best)]
+    for repeat in range(2):
+        for name, v_with_k, chosen in variants:
+            decode_module.DECODE_LOAD_V_WITH_K = v_with_k
+            for cache_len in (1024, 2048, 4096):
+                if chosen:
+                    decode_module.DECODE_BLOCK_N = chosen[cache_len]["block_n"]
+                    step_module.num_splits = lambda *a, n=cache_len, **k: chosen[n]["splits"]
+                for r in bench.decode_sweep(model, [cache_len], bw, ["flashcore-engine"], log=log):
+                    engine_rows.append(dict(r, variant=name, repeat=repeat))
+                decode_module.DECODE_BLOCK_N = 64
+                step_module.num_splits = heuristic
+    decode_module.DECODE_LOAD_V_WITH_K = True
+    results["short_engine"] = engine_rows
+    results["short_best"] = best
+    for r in engine_rows:
+        log(f"engine {r['variant']:14s} rep {r['repeat']} cache {r['cache_len']:5d}: {r['ms_per_token']:.4f} ms "
+            f"p10 {r.get('ms_p10', 0):.4f} p90 {r.get('ms_p90', 0):.4f} ({r['ms_per_token'] / r['floor_ms']:.4f}x floor)")
+    save()
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
 
 if {"chain", "engine", "profile", "compile"} & set(parts):
     model = llama31_8b(dtype=torch.float16)
