@@ -25,8 +25,9 @@ from flashcore._launch import FastLaunch
 from flashcore._online_softmax import LOG2E, attend_block, finish
 
 DECODE_BLOCK_N = 64
-# Issue each block's V load beside its K load (see attend_block): a split holds one or two blocks at short caches
-DECODE_LOAD_V_WITH_K = True
+# Issue each block's V load beside its K load (see attend_block)? A split holds one or two blocks at short caches,
+# where this should help; off until measured against the published kernel (.ci/gpu/dev_probe.py short).
+DECODE_LOAD_V_WITH_K = False
 MAX_SPLITS = 64
 
 

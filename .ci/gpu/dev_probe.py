@@ -156,7 +156,7 @@ if "short" in parts:
                     engine_rows.append(dict(r, variant=name, repeat=repeat))
                 decode_module.DECODE_BLOCK_N = 64
                 step_module.num_splits = heuristic
-    decode_module.DECODE_LOAD_V_WITH_K = True
+    decode_module.DECODE_LOAD_V_WITH_K = False
     results["short_engine"] = engine_rows
     results["short_best"] = best
     for r in engine_rows:
