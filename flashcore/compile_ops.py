@@ -5,12 +5,17 @@ Traced as plain Python, a kernel launcher leaves guards on everything it reads o
 SM-count cache, the split count), and any change of a cache size recompiles the model. As custom ops the
 launchers are opaque to the compiler: it sees only the output's shape, computed by the fake implementations
 below, so the launcher's Python never becomes part of a guard.
+
+Decode's split partials get a workspace of their own on every call rather than the launcher's shared default.
+Compiled with CUDA graphs (mode="reduce-overhead"), every allocation made while a graph is recorded comes from
+the graph's private pool and must be dead or an output when recording ends; the shared default lives on, and
+torch refuses the graph ("tensor(s) in the cudagraph pool not tracked as outputs").
 """
 from typing import Optional
 
 import torch
 
-from flashcore.decode import decode_attention
+from flashcore.decode import DecodeWorkspace, decode_attention
 from flashcore.prefill import prefill_attention
 
 
@@ -20,7 +25,9 @@ def decode_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     """decode_attention, returning [B, 1, Hq, D] (the layout transformers wants back)."""
     batch, q_heads, _, head_dim = query.shape
     out = torch.empty(batch, 1, q_heads, head_dim, dtype=query.dtype, device=query.device)
-    decode_attention(query, key, value, kv_lens=kv_lens, kv_start=kv_start, scale=scale, out=out.transpose(1, 2))
+    workspace = DecodeWorkspace.for_shape(batch, q_heads, head_dim, device=query.device)  # freed on return
+    decode_attention(query, key, value, kv_lens=kv_lens, kv_start=kv_start, scale=scale, out=out.transpose(1, 2),
+                     workspace=workspace)
     return out
 
 
