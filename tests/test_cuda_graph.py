@@ -45,16 +45,16 @@ def test_decode_step_replays_in_a_cuda_graph():
         assert (out.double() - ref).abs().max().item() <= 2 * torch_err + 1e-5
 
 
-def test_compiled_decode_op_leaves_no_shared_workspace_behind():
+def test_compiled_decode_op_leaves_no_shared_workspace_behind(device):
     """torch.compile's CUDA graphs refuse any tensor allocated while recording that outlives the recording: the
     custom op must use a workspace of its own, never create or grow the launcher's shared default."""
     from flashcore import compile_ops
     from flashcore import decode as decode_module
 
-    query = torch.randn(1, 4, 1, 16)
-    key, value = torch.randn(1, 2, 40, 16), torch.randn(1, 2, 40, 16)
+    query = torch.randn(1, 4, 1, 16, device=device)
+    key, value = torch.randn(1, 2, 40, 16, device=device), torch.randn(1, 2, 40, 16, device=device)
     decode_module._WORKSPACES.pop(query.device, None)
     out = compile_ops.decode_attention_op(query, key, value, None, None, 0.25)
-    assert query.device not in decode_module._WORKSPACES
+    assert query.device not in decode_module._WORKSPACES, "the op created the launcher's shared workspace"
     expected = attention_reference(query, key, value, scale=0.25).transpose(1, 2)
     assert torch.allclose(out.double(), expected, atol=1e-5)
