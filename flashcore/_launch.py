@@ -24,14 +24,15 @@ class FastLaunch:
 
     def launch(self, grid, args, key, constexprs):
         """args: every runtime argument, positionally, in signature order. key: hashable, determining the
-        pointer dtypes and alignments and the constexprs. constexprs(): a dict of the constexpr arguments by name
-        (num_warps and num_stages too), called only the first time a key is seen."""
+        pointer dtypes and alignments and the constexprs, or None to take Triton's own path this time (an int
+        beyond 32 bits, see int_key). constexprs(): a dict of the constexpr arguments by name (num_warps and
+        num_stages too), called only the first time a key is seen."""
         device = args[0].device.index
-        entry = self.compiled.get((key, device))
+        entry = None if key is None else self.compiled.get((key, device))
         if entry is None:  # first call of this variant: Triton's own path compiles and launches it
             named = constexprs()
             compiled = self.kernel[grid](**dict(zip(self.arg_names, args)), **named)
-            if compiled is not None:  # None under the interpreter, which has nothing to reuse
+            if compiled is not None and key is not None:  # None under the interpreter: nothing to reuse
                 # the C launcher takes every signature argument, constexprs included, in signature order
                 tail = tuple(named[name] for name in self.arg_names[len(args):])
                 self.compiled[(key, device)] = (compiled, tail)
@@ -40,3 +41,16 @@ class FastLaunch:
         grid = tuple(grid) + (1,) * (3 - len(grid))
         compiled.run(grid[0], grid[1], grid[2], driver.active.get_current_stream(device), compiled.function,
                      compiled.packed_metadata, None, None, None, *args, *tail)
+
+
+def int_key(values):
+    """What Triton specialises int arguments on (value 1; divisibility by 16), for FastLaunch's key; None when
+    one needs 64 bits, which Triton's own path handles by compiling a 64-bit variant."""
+    if max(values) >= 2 ** 31 or min(values) < -2 ** 31:
+        return None
+    return tuple((v == 1, v % 16 == 0) for v in values)
+
+
+def pointer_key(t):
+    """What Triton specialises a pointer argument on: 16-byte alignment (None for an absent tensor)."""
+    return None if t is None else t.data_ptr() % 16 == 0

@@ -8,18 +8,21 @@ LOG2E = 1.4426950408889634  # scores are kept in the log2 domain, where exp2 is 
 
 @triton.jit
 def attend_block(q, m_i, l_i, acc, kt_ptrs, kt_mask, v_ptrs, v_mask, visible, qk_scale_log2,
-                 DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr):
+                 DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr, MASKED: tl.constexpr):
     """q [M, D]; kt_ptrs [D, N] (the key block, transposed); v_ptrs [N, D]; visible [M, N] (broadcastable):
     which scores count. Scores live in the log2 domain: qk_scale_log2 is the softmax scale times log2(e).
 
+    MASKED=False is for a block every row sees in full, with no padded head_dim: the loads and scores go
+    unmasked (the masks are ignored), which saves the selects that a causal kernel otherwise runs on every block.
     LOAD_V_WITH_K issues the value load beside the key load, so that both wait on memory together: worth it
     where a program has one or two blocks and no loop to pipeline (decode at short caches); a long loop
     (prefill) is better served by the pipeliner with V loaded where it is used."""
     if LOAD_V_WITH_K:
-        v = tl.load(v_ptrs, mask=v_mask, other=0.0)
-    kt = tl.load(kt_ptrs, mask=kt_mask, other=0.0)
+        v = _load(v_ptrs, v_mask, MASKED)
+    kt = _load(kt_ptrs, kt_mask, MASKED)
     qk = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale_log2
-    qk = tl.where(visible, qk, float("-inf"))
+    if MASKED:
+        qk = tl.where(visible, qk, float("-inf"))
     # the new row max; a row with nothing visible yet keeps -inf and must add exactly zero
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -27,9 +30,18 @@ def attend_block(q, m_i, l_i, acc, kt_ptrs, kt_mask, v_ptrs, v_mask, visible, qk
     p = tl.math.exp2(qk - m_safe[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     if not LOAD_V_WITH_K:
-        v = tl.load(v_ptrs, mask=v_mask, other=0.0)
+        v = _load(v_ptrs, v_mask, MASKED)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
     return m_new, l_i, acc
+
+
+@triton.jit
+def _load(ptrs, mask, MASKED: tl.constexpr):
+    if MASKED:
+        block = tl.load(ptrs, mask=mask, other=0.0)
+    else:
+        block = tl.load(ptrs)
+    return block
 
 
 @triton.jit

@@ -165,6 +165,39 @@ def check_qkv(query, key, value):
     return batch, q_heads, kv_heads, q_len, kv_len, head_dim
 
 
+# Signatures (shapes, dtypes, devices, layouts of the length vectors) that passed check_attention_call: a
+# call that matches one skips the checks, which would otherwise cost more host time than a decode kernel runs.
+_VALIDATED = set()
+
+
+def _attention_signature(query, key, value, kv_lens, kv_start):
+    """What check_qkv and check_lengths depend on, or None (check every call) when an argument is not a tensor
+    (the checks will name it) or the query is off CUDA (the interpreter's host time is no concern, and whether
+    a CPU tensor is allowed depends on TRITON_INTERPRET)."""
+    if not all(isinstance(t, torch.Tensor) for t in (query, key, value)) \
+            or not all(t is None or isinstance(t, torch.Tensor) for t in (kv_lens, kv_start)) \
+            or query.device.type != "cuda":
+        return None
+    lengths = tuple(None if t is None else (t.shape, t.dtype, t.device, t.stride()) for t in (kv_lens, kv_start))
+    return (query.shape, key.shape, value.shape, query.dtype, key.dtype, value.dtype, query.device, key.device,
+            value.device, lengths)
+
+
+def check_attention_call(query, key, value, kv_lens, kv_start):
+    """An attention launcher's checks of q, k, v and the length vectors: shapes, dtypes and devices once per
+    signature; the inference-only rule, which depends on grad mode, on every call.
+    Returns (B, Hq, Hkv, Sq, Skv, D)."""
+    signature = _attention_signature(query, key, value, kv_lens, kv_start)
+    if signature is None or signature not in _VALIDATED:
+        batch = check_qkv(query, key, value)[0]
+        check_lengths("kv_lens", kv_lens, batch, query.device)
+        check_lengths("kv_start", kv_start, batch, query.device)
+        _VALIDATED.add(signature)
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        check_inference_only(name, t)
+    return query.shape[0], query.shape[1], key.shape[1], query.shape[2], key.shape[2], query.shape[3]
+
+
 def check_lengths(name, lengths, batch, device):
     """A per-sequence int32 device tensor [B] (or None)."""
     if lengths is None:

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from flashcore import _validate
-from flashcore._launch import FastLaunch
+from flashcore._launch import FastLaunch, int_key, pointer_key
 from flashcore._online_softmax import LOG2E, attend_block, finish
 
 DECODE_BLOCK_N = 64
@@ -98,7 +98,7 @@ def _decode_split_kernel(
             q, m_i, l_i, acc,
             k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd, col_ok[None, :] & mask_d[:, None],
             v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd, col_ok[:, None] & mask_d[None, :],
-            col_ok[None, :], qk_scale_log2, DOT_PRECISION, LOAD_V_WITH_K)
+            col_ok[None, :], qk_scale_log2, DOT_PRECISION, LOAD_V_WITH_K, MASKED=True)
 
     # Partial result, normalised within the split; a split with no keys writes zeros and lse -inf.
     out, lse_log2 = finish(m_i, l_i, acc)
@@ -193,47 +193,6 @@ def _splits_for(batch, kv_heads, kv_len, device):
     return num_splits(max(batch, 1), kv_heads, kv_len, sm_count(device))
 
 
-# Signatures (shapes, dtypes, devices, layouts of the length vectors) that passed validation: a call that
-# matches one skips the checks, which would otherwise cost more host time than the kernel takes to run.
-_VALIDATED = set()
-
-
-def _signature(query, key, value, kv_lens, kv_start):
-    """What check_qkv and check_lengths depend on, or None when an argument is not a tensor (the checks will
-    name it)."""
-    if not all(isinstance(t, torch.Tensor) for t in (query, key, value)) \
-            or not all(t is None or isinstance(t, torch.Tensor) for t in (kv_lens, kv_start)):
-        return None
-    lengths = tuple(None if t is None else (t.shape, t.dtype, t.device, t.stride()) for t in (kv_lens, kv_start))
-    return (query.shape, key.shape, value.shape, query.dtype, key.dtype, value.dtype, query.device, key.device,
-            value.device, lengths)
-
-
-def _validate_call(query, key, value, kv_lens, kv_start):
-    """The launcher's checks: shapes, dtypes and devices once per signature; the inference-only rule, which
-    depends on grad mode, on every call. Returns (B, Hq, Hkv, Sq, Skv, D)."""
-    signature = _signature(query, key, value, kv_lens, kv_start)
-    if signature is None or signature not in _VALIDATED:
-        batch = _validate.check_qkv(query, key, value)[0]
-        _validate.check_lengths("kv_lens", kv_lens, batch, query.device)
-        _validate.check_lengths("kv_start", kv_start, batch, query.device)
-        _VALIDATED.add(signature)
-    for name, t in (("query", query), ("key", key), ("value", value)):
-        _validate.check_inference_only(name, t)
-    return query.shape[0], query.shape[1], key.shape[1], query.shape[2], key.shape[2], query.shape[3]
-
-
-def _int_key(values):
-    """What Triton specialises an int argument on (value 1; divisibility by 16), for FastLaunch's key."""
-    if max(values) >= 2 ** 31 or min(values) < -2 ** 31:
-        raise ValueError(f"strides of query, key, value or out must fit in 32 bits, got {values}")
-    return tuple((v == 1, v % 16 == 0) for v in values)
-
-
-def _pointer_key(t):
-    return None if t is None else t.data_ptr() % 16 == 0
-
-
 def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=None, splits=None, out=None,
                      workspace=None):
     """One decode step: query [B, Hq, 1, D] over a cache key/value [B, Hkv, Skv, D] (Skv may be capacity).
@@ -246,7 +205,7 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
         kept per device, grown when needed); pass your own to capture a first call in a CUDA graph.
     Returns out [B, Hq, 1, D] (laid out [B, 1, Hq, D] in memory). A sequence with no valid key gives zeros.
     """
-    batch, q_heads, kv_heads, q_len, kv_len, head_dim = _validate_call(query, key, value, kv_lens, kv_start)
+    batch, q_heads, kv_heads, q_len, kv_len, head_dim = _validate.check_attention_call(query, key, value, kv_lens, kv_start)
     if q_len != 1:
         raise ValueError(f"decode_attention takes one query row per head (query seq length 1), got {q_len}")
     scale = head_dim ** -0.5 if scale is None else _validate.check_scale(scale, head_dim)
@@ -278,9 +237,10 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
                      key.stride(0), key.stride(1), key.stride(2), key.stride(3),
                      value.stride(0), value.stride(1), value.stride(2), value.stride(3))
     block_n, load_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K
-    split_key = (query.dtype, group, head_dim, block_n, load_v_with_k, kv_lens is not None, kv_start is not None, _int_key(split_strides),
-                 _pointer_key(query), _pointer_key(key), _pointer_key(value), _pointer_key(kv_lens),
-                 _pointer_key(kv_start))
+    split_ints = int_key(split_strides)
+    split_key = None if split_ints is None else (
+        query.dtype, group, head_dim, block_n, load_v_with_k, kv_lens is not None, kv_start is not None, split_ints,
+        pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start))
     _split_launch.launch(
         (splits, batch * kv_heads),
         (query, key, value, workspace.partial_out, workspace.partial_lse, kv_lens, kv_start, *split_strides,
@@ -293,11 +253,12 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
                      LOAD_V_WITH_K=load_v_with_k,
                      num_warps=4, num_stages=3 if on_gpu else 1))
     out_strides = (out.stride(0), out.stride(1), out.stride(3))
+    out_ints = int_key(out_strides)
     splits_padded = triton.next_power_of_2(splits)
     _merge_launch.launch(
         (batch * q_heads,),
         (workspace.partial_out, workspace.partial_lse, out, *out_strides, q_heads, splits),
-        (out.dtype, head_dim, splits_padded, _int_key(out_strides), _pointer_key(out)),
+        None if out_ints is None else (out.dtype, head_dim, splits_padded, out_ints, pointer_key(out)),
         lambda: dict(HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded, SPLITS_PADDED=splits_padded,
                      num_warps=4))
     return out

@@ -74,7 +74,8 @@ if "host" in parts:
     from flashcore import decode_attention
     import triton
     import triton.language as tl
-    from flashcore.decode import DecodeWorkspace, _validate_call
+    from flashcore.decode import DecodeWorkspace
+    from flashcore._validate import check_attention_call
     q = torch.randn(1, 32, 1, 128, dtype=torch.float16, device="cuda")
     k = torch.randn(1, 8, 512, 128, dtype=torch.float16, device="cuda")
     v = torch.randn_like(k)
@@ -89,7 +90,7 @@ if "host" in parts:
         tl.store(b, tl.load(a) + n)
 
     for name, fn in (("decode_attention", lambda: decode_attention(q, k, v, kv_lens=lens)),
-                     ("validate_call", lambda: _validate_call(q, k, v, lens, None)),
+                     ("validate_call", lambda: check_attention_call(q, k, v, lens, None)),
                      ("decode_attention_out_ws", lambda: decode_attention(q, k, v, kv_lens=lens, out=out, workspace=ws,
                                                                           splits=2)),
                      ("triton_launch_3_args", lambda: _tiny[(1,)](lens, lens, 1)),
@@ -162,6 +163,81 @@ if "short" in parts:
     for r in engine_rows:
         log(f"engine {r['variant']:14s} rep {r['repeat']} cache {r['cache_len']:5d}: {r['ms_per_token']:.4f} ms "
             f"p10 {r.get('ms_p10', 0):.4f} p90 {r.get('ms_p90', 0):.4f} ({r['ms_per_token'] / r['floor_ms']:.4f}x floor)")
+    save()
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+
+if "prefill" in parts:
+    # The causal prefill kernel against its last published version (.probe/prefill_8225120.py, carried: the
+    # unmasked interior, longest-first program order and FastLaunch launcher are what changed), SDPA's backends
+    # beside them: TFLOP/s from Python (do_bench, back to back: host time included) and in a CUDA graph (device
+    # only); then block-size variants of the new kernel; then the engine's time to first token.
+    import importlib.util
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    import flashcore.prefill as prefill_module
+    from flashcore import prefill_attention
+    from integration.timing import time_graph_ms
+    spec = importlib.util.spec_from_file_location("prefill_baseline", ".probe/prefill_8225120.py")
+    baseline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(baseline)
+    rows = []
+
+    def tflops(flops, fn):
+        py_us = kernel_bench._median_us(fn)
+        graph_us = time_graph_ms(fn)["ms"] * 1e3
+        return {"py_tflops": flops / py_us / 1e6, "graph_tflops": flops / graph_us / 1e6}
+
+    for dtype in (torch.float16, torch.bfloat16):
+        for head_dim, (hq, hkv) in ((128, (32, 8)), (64, (9, 3))):
+            for n in (1024, 4096, 16384):
+                q = torch.randn(1, hq, n, head_dim, dtype=dtype, device="cuda")
+                k = torch.randn(1, hkv, n, head_dim, dtype=dtype, device="cuda")
+                v = torch.randn_like(k)
+                kf, vf = (t.repeat_interleave(hq // hkv, dim=1) for t in (k, v))
+                flops = 4 * n * n * head_dim * hq / 2
+                new_out = prefill_attention(q, k, v, causal=True)
+                old_out = baseline.prefill_attention(q, k, v, causal=True)
+                row = {"dtype": str(dtype), "D": head_dim, "n": n,
+                       "max_diff_new_vs_old": (new_out.float() - old_out.float()).abs().max().item()}
+                for name, fn in (("new", lambda: prefill_attention(q, k, v, causal=True)),
+                                 ("old", lambda: baseline.prefill_attention(q, k, v, causal=True))):
+                    row.update({f"{name}_{key}": val for key, val in tflops(flops, fn).items()})
+                for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+                    try:
+                        with sdpa_kernel(backend):
+                            row[f"{name}_py_tflops"] = flops / kernel_bench._median_us(
+                                lambda: F.scaled_dot_product_attention(q, kf, vf, is_causal=True)) / 1e6
+                    except RuntimeError as err:
+                        row[f"{name}_py_tflops"] = str(err)[:80]
+                rows.append(row)
+                log(f"prefill {row['dtype']:14s} D{head_dim} {n:6d}: new py {row['new_py_tflops']:6.1f} graph "
+                    f"{row['new_graph_tflops']:6.1f} | old py {row['old_py_tflops']:6.1f} graph "
+                    f"{row['old_graph_tflops']:6.1f} | flash {row['flash_py_tflops']:.1f} cudnn "
+                    f"{row['cudnn_py_tflops']:.1f} | diff {row['max_diff_new_vs_old']:.2e}")
+    results["prefill_ab"] = rows
+    save()
+    configured = prefill_module._launch_config
+    variants = []
+    for config in ((128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3), (128, 64, 8, 4)):
+        prefill_module._launch_config = lambda d, on_gpu, c=config: c
+        for n in (4096, 16384):
+            q = torch.randn(1, 32, n, 128, dtype=torch.float16, device="cuda")
+            k = torch.randn(1, 8, n, 128, dtype=torch.float16, device="cuda")
+            v = torch.randn_like(k)
+            try:
+                r = tflops(4 * n * n * 128 * 32 / 2, lambda: prefill_attention(q, k, v, causal=True))
+            except Exception as err:  # a config that does not fit (shared memory) is a result too
+                r = {"error": f"{type(err).__name__}: {str(err)[:100]}"}
+            variants.append({"config": config, "n": n, **r})
+            log(f"prefill config {config} {n}: {r}")
+    prefill_module._launch_config = configured
+    results["prefill_configs"] = variants
+    save()
+    model = llama31_8b(dtype=torch.float16)
+    results["ttft"] = bench.time_to_first_token(model, [2048, 8192, 32768])
+    for r in results["ttft"]:
+        log(f"ttft {r['prompt_len']:6d} {r['path']:18s} {r['ms']:.1f} ms")
     save()
     del model
     gc.collect()
