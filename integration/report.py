@@ -31,6 +31,7 @@ def index_body(results, figures, pages, not_run=()):
     if len(commits) > 1:
         parts.append(f"<p><b>These results come from {len(commits)} commits:</b> {', '.join(commits)}</p>")
 
+    parts += ["<h2>At a glance</h2>", report_html.at_a_glance(results)]
     parts.append("<h2>Summary</h2>")
     for stem, data in results.items():
         page = f"{stem}.html" if f"{stem}.html" in pages else None

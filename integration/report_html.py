@@ -130,6 +130,16 @@ def generated_texts(runs):
             f"<tr><th>run</th><th>reference (SDPA)</th><th>FlashCore</th></tr>{rows}</table>")
 
 
+def at_a_glance(results):
+    """One line per notebook: its verdict badge and the first line of its summary (its one-line verdict)."""
+    items = []
+    for stem, data in results.items():
+        summary = data.get("summary")
+        first = (summary or {}).get("headline", ["no summary in its results file"])[:1]
+        items.append(f"<li><b>{html.escape(stem)}</b> {verdict(summary)} {html.escape(''.join(first))}</li>")
+    return f'<ul class="glance">{"".join(items)}</ul>'
+
+
 def missed_list(missed_by_stem):
     items = "".join(f"<li><b>{html.escape(stem)}</b>: {html.escape(line)}</li>"
                     for stem, lines in missed_by_stem.items() for line in lines)

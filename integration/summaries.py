@@ -2,7 +2,8 @@
 
     {"headline": ["1291/1291 kernel cases within the rule", ...], "passed": bool, "missed": ["...", ...]}
 
-The report's index shows every file's summary as it is and gathers every "missed" line into its "what we did
+The first headline line is the notebook's verdict in one line: the report's index lists it under "At a glance".
+The index shows every file's summary as it is and gathers every "missed" line into its "what we did
 not meet" section, so the judgement of a notebook's numbers lives here, one function per notebook, and the
 report builder needs no code per notebook.
 """
@@ -66,7 +67,7 @@ def full_generation(runs, agreement, dtype=None):
     groups = defaultdict(list)
     for run in runs:
         groups[(run["model"], run.get("path", "drop-in"), run.get("dtype", dtype), run["mode"])].append(run)
-    headline = []
+    headline = [_generation_verdict(runs, dtype)] if runs else []
     for (model, path, run_dtype, mode), group in groups.items():
         identical = sum(r["identical"] for r in group)
         line = (f"{model}, {path}, {run_dtype}, {mode}: {identical}/{len(group)} token-identical to SDPA over "
@@ -93,6 +94,21 @@ def full_generation(runs, agreement, dtype=None):
             missed.append(f"{where}: not token-identical in float32 (first divergence at new token "
                           f"{run['first_divergence']})")
     return _summary(headline, _capped(missed))
+
+
+def _generation_verdict(runs, dtype):
+    """One line: float32 identity, and how the lower-precision divergences stand against the noise."""
+    exact = [r for r in runs if r.get("dtype", dtype) == "float32"]
+    low = [r for r in runs if r.get("dtype", dtype) != "float32"]
+    parts = []
+    if exact:
+        parts.append(f"float32: {sum(r['identical'] for r in exact)}/{len(exact)} generations token-identical to SDPA")
+    if low:
+        diverged = [r for r in low if not r["identical"]]
+        low_dtypes = "/".join(sorted({str(r.get("dtype", dtype)) for r in low}))
+        parts.append(f"{low_dtypes}: {len(low) - len(diverged)}/{len(low)} identical, "
+                     f"{sum(r['passed'] for r in diverged)}/{len(diverged)} divergences within the measured noise")
+    return "; ".join(parts)
 
 
 # The H100 targets for notebook 04, from the engine (7), GEMV (8) and kernel-speed (9) issues.
@@ -216,13 +232,14 @@ def decode_sweep(results, check_targets):
     records its numbers without them."""
     at_2048 = [r for r in results.get("decode", []) if r["cache_len"] == 2048 and r.get("batch", 1) == 1]
     bandwidth = results.get("copy_bandwidth_TBps")
-    headline = [f"copy bandwidth {bandwidth:.2f} TB/s" if bandwidth else "copy bandwidth not measured (no GPU)"]
+    headline = []
     ours, sdpa = _fastest(at_2048, "flashcore"), _fastest(at_2048, "sdpa")
     if ours:
         headline.append(f"decode at cache 2048, batch 1: {ours['path']} {ours['ms_per_token']:.2f} ms/token"
                         + (f", {ours['ratio_to_floor']:.3f}x the {ours['floor_ms']:.2f} ms floor"
                            if ours.get("floor_ms") else "")
                         + (f"; fastest SDPA path {sdpa['path']} {sdpa['ms_per_token']:.2f} ms" if sdpa else ""))
+    headline.append(f"copy bandwidth {bandwidth:.2f} TB/s" if bandwidth else "copy bandwidth not measured (no GPU)")
     headline += _engine_lines(results)
     if not check_targets:
         return _summary(headline, [])
@@ -237,10 +254,15 @@ def hf_compile(rows, check_targets):
     headline = [f"{r['path']}: compiled in {r['compile_s']:.1f} s, {r['ms_per_token']:.2f} ms/token steady, "
                 f"{r['recompiles_new_shapes']} new graphs for a new prompt length and max_new_tokens"
                 for r in ran.values()] or ["HF compiled generate() not measured (no GPU)"]
+    ours, sdpa = ran.get("hf-compile-flashcore"), ran.get("hf-compile-sdpa")
+    if ours and sdpa:
+        headline.insert(0, f"compiled generate() at cache {ours['cache_len']}: FlashCore {ours['ms_per_token']:.2f} "
+                           f"ms/token against SDPA's {sdpa['ms_per_token']:.2f}, compiled in {ours['compile_s']:.1f} s "
+                           f"against {sdpa['compile_s']:.1f} s, {ours['recompiles_new_shapes']} recompiles for new "
+                           "shapes")
     if not check_targets:
         return _summary(headline, [])
     missed = [f"{r['path']}: did not run ({r['skipped']})" for r in rows if r.get("skipped")]
-    ours, sdpa = ran.get("hf-compile-flashcore"), ran.get("hf-compile-sdpa")
     if ours and ours["recompiles_new_shapes"] > 0:
         missed.append(f"hf-compile-flashcore recompiled {ours['recompiles_new_shapes']} graphs for new shapes "
                       "(target 0)")
@@ -343,4 +365,6 @@ def reliability(results):
             missed += more_missed
         else:
             missed.append(f"no {key} rows")
-    return {"headline": headline, "passed": not missed, "missed": missed}
+    verdict = ("memory, determinism, long context and large magnitudes: "
+               + ("every check met" if not missed else f"{len(missed)} missed"))
+    return {"headline": [verdict] + headline, "passed": not missed, "missed": missed}

@@ -140,7 +140,8 @@ def _results():
 def test_summary_passes_when_every_row_passes():
     summary = summaries.reliability(_results())
     assert summary["passed"] and summary["missed"] == []
-    assert len(summary["headline"]) == 6
+    assert summary["headline"][0] == "memory, determinism, long context and large magnitudes: every check met"
+    assert len(summary["headline"]) == 7
 
 
 @pytest.mark.parametrize("key, index, change", [
@@ -154,6 +155,7 @@ def test_summary_marks_a_failed_row_as_missed(key, index, change):
     results[key][index] = {**results[key][index], **change}
     summary = summaries.reliability(results)
     assert not summary["passed"] and len(summary["missed"]) == 1
+    assert summary["headline"][0].endswith(": 1 missed")
 
 
 def test_summary_misses_a_missing_check_but_not_unmeasured_memory():

@@ -48,6 +48,19 @@ def test_a_file_without_summary_is_reported_as_such(tmp_path):
     (tmp_path / "results/09_new.json").write_text(json.dumps({"environment": {"commit": "abc"}, "rows": [1]}))
     index = build_report(tmp_path).read_text()
     assert "09_new</b>: no summary in its results file" in index
+    assert '<b>09_new</b> <span class="verdict none">no summary</span> no summary in its results file' in index
+
+
+def test_at_a_glance_lists_each_notebooks_first_headline_line(tmp_path):
+    (tmp_path / "results").mkdir()
+    for stem, passed in (("01_a", True), ("02_b", False)):
+        summary = {"headline": [f"{stem} verdict", f"{stem} detail"], "passed": passed, "missed": [] if passed else ["x"]}
+        (tmp_path / f"results/{stem}.json").write_text(json.dumps({"environment": {}, "summary": summary}))
+    index = build_report(tmp_path).read_text()
+    glance = index[index.index("At a glance"):index.index("<h2>Summary")]
+    assert '<b>01_a</b> <span class="verdict pass">passed</span> 01_a verdict' in glance
+    assert '<b>02_b</b> <span class="verdict fail">missed targets</span> 02_b verdict' in glance
+    assert "detail" not in glance
 
 
 @pytest.fixture(scope="module")

@@ -36,14 +36,16 @@ def _run(identical, passed=True, **fields):
 def test_full_generation_applies_the_exactness_policy():
     agreement = [{"model": "m", "eager_identical_to_sdpa": False}]
     fp16 = summaries.full_generation([_run(True), _run(False)], agreement, "float16")
-    assert fp16["passed"] and "1/2 token-identical" in fp16["headline"][0]
-    assert "1/1 divergences within the measured noise" in fp16["headline"][0]
-    assert "reproduces SDPA's tokens on 0/1 m prompts" in fp16["headline"][1]
+    assert fp16["headline"][0] == "float16: 1/2 identical, 1/1 divergences within the measured noise"  # the verdict
+    assert fp16["passed"] and "1/2 token-identical" in fp16["headline"][1]
+    assert "1/1 divergences within the measured noise" in fp16["headline"][1]
+    assert "reproduces SDPA's tokens on 0/1 m prompts" in fp16["headline"][2]
     beyond = summaries.full_generation([_run(False, passed=False)], agreement, "float16")
     assert not beyond["passed"] and "exceeds the measured noise" in beyond["missed"][0]
     # in fp32 any divergence is missed, even one within the noise; a row's own dtype wins over the notebook's
     fp32 = summaries.full_generation([_run(False, dtype="float32")], agreement, "float16")
     assert not fp32["passed"] and "not token-identical in float32" in fp32["missed"][0]
+    assert fp32["headline"][0] == "float32: 0/1 generations token-identical to SDPA"
 
 
 def _sweep(engine_ms):
@@ -64,8 +66,23 @@ def _sweep(engine_ms):
 def test_decode_sweep_against_the_targets():
     met = summaries.decode_sweep(_sweep(5.5), check_targets=True)
     assert met["passed"], met["missed"]
-    assert "flashcore-engine 5.50 ms/token, 1.100x the 5.00 ms floor; fastest SDPA path hf-static-graph-sdpa" \
-        in met["headline"][1]
+    assert met["headline"][0].startswith(  # the verdict line comes first
+        "decode at cache 2048, batch 1: flashcore-engine 5.50 ms/token, 1.100x the 5.00 ms floor; fastest SDPA "
+        "path hf-static-graph-sdpa")
     missed = summaries.decode_sweep(_sweep(6.5), check_targets=True)
     assert missed["missed"] == ["engine decode at cache 2,048: 1.300x the floor (target 1.15x)"]
     assert summaries.decode_sweep(_sweep(6.5), check_targets=False)["passed"]
+
+
+def test_hf_compile_puts_the_comparison_first_and_misses_a_recompile():
+    rows = [{"path": "hf-compile-sdpa", "cache_len": 2048, "compile_s": 30.0, "ms_per_token": 9.0,
+             "recompiles_new_shapes": 0},
+            {"path": "hf-compile-flashcore", "cache_len": 2048, "compile_s": 25.0, "ms_per_token": 8.5,
+             "recompiles_new_shapes": 0}]
+    summary = summaries.hf_compile(rows, check_targets=True)
+    assert summary["passed"]
+    assert summary["headline"][0] == ("compiled generate() at cache 2048: FlashCore 8.50 ms/token against SDPA's "
+                                      "9.00, compiled in 25.0 s against 30.0 s, 0 recompiles for new shapes")
+    rows[1] = {**rows[1], "recompiles_new_shapes": 2}
+    assert summaries.hf_compile(rows, check_targets=True)["missed"] == [
+        "hf-compile-flashcore recompiled 2 graphs for new shapes (target 0)"]
