@@ -205,7 +205,8 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
         kept per device, grown when needed); pass your own to capture a first call in a CUDA graph.
     Returns out [B, Hq, 1, D] (laid out [B, 1, Hq, D] in memory). A sequence with no valid key gives zeros.
     """
-    batch, q_heads, kv_heads, q_len, kv_len, head_dim = _validate.check_attention_call(query, key, value, kv_lens, kv_start)
+    batch, q_heads, kv_heads, q_len, kv_len, head_dim = _validate.check_attention_call(query, key, value, kv_lens,
+                                                                                       kv_start)
     if q_len != 1:
         raise ValueError(f"decode_attention takes one query row per head (query seq length 1), got {q_len}")
     scale = head_dim ** -0.5 if scale is None else _validate.check_scale(scale, head_dim)

@@ -54,7 +54,8 @@ def test_a_file_without_summary_is_reported_as_such(tmp_path):
 def test_at_a_glance_lists_each_notebooks_first_headline_line(tmp_path):
     (tmp_path / "results").mkdir()
     for stem, passed in (("01_a", True), ("02_b", False)):
-        summary = {"headline": [f"{stem} verdict", f"{stem} detail"], "passed": passed, "missed": [] if passed else ["x"]}
+        summary = {"headline": [f"{stem} verdict", f"{stem} detail"], "passed": passed,
+                   "missed": [] if passed else ["x"]}
         (tmp_path / f"results/{stem}.json").write_text(json.dumps({"environment": {}, "summary": summary}))
     index = build_report(tmp_path).read_text()
     glance = index[index.index("At a glance"):index.index("<h2>Summary")]

@@ -162,7 +162,7 @@ if "short" in parts:
     results["short_best"] = best
     for r in engine_rows:
         log(f"engine {r['variant']:14s} rep {r['repeat']} cache {r['cache_len']:5d}: {r['ms_per_token']:.4f} ms "
-            f"p10 {r.get('ms_p10', 0):.4f} p90 {r.get('ms_p90', 0):.4f} ({r['ms_per_token'] / r['floor_ms']:.4f}x floor)")
+            f"p10 {r['ms_p10']:.4f} p90 {r['ms_p90']:.4f} ({r['ms_per_token'] / r['floor_ms']:.4f}x floor)")
     save()
     del model
     gc.collect()
