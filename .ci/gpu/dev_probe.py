@@ -1,6 +1,12 @@
 """Development probe for one device call: correctness of the new kernels and the engine on CUDA, then the
-numbers that steer the next change (GEMV vs cuBLAS, projection chain, decode attention, engine ms/token, a
-kernel-time profile of one engine step). Writes $OUT/probe.json; prints a short table last."""
+numbers that steer the next change. Writes $OUT/probe_<parts>.json and logs as it goes.
+
+    PYTHONPATH=/tmp/site:$PWD python3 .ci/gpu/dev_probe.py PART[,PART...]
+
+Parts: check (GEMV and engine against torch/HF), host (launch costs), gemv, attn (decode attention against
+SDPA, split tuning at 32K), short (decode at 1K-4K: V-with-K, block, splits; the engine A/B), long (the same grid
+at 32K and 128K), prefill (prefill against its published version, carried in .probe/; block configs; time to
+first token), chain, engine, compile, profile (a kernel-time profile of one engine step)."""
 import gc
 import json
 import os
@@ -167,6 +173,25 @@ if "short" in parts:
     del model
     gc.collect()
     torch.cuda.empty_cache()
+
+if "long" in parts:
+    # Decode attention at long caches, where it trails SDPA (128K) or the 90%-of-bandwidth target (32K): split
+    # count, block size and the V-with-K load, in a graph over rotated caches (batch 1); the heuristic's pick is
+    # the 33-split, 64-block, V-late row.
+    import flashcore.decode as decode_module
+    grid = []
+    for v_with_k in (False, True):
+        decode_module.DECODE_LOAD_V_WITH_K = v_with_k
+        for block_n in (64, 128):
+            decode_module.DECODE_BLOCK_N = block_n
+            for cache_len in (32768, 131072):
+                for r in kernel_bench.decode_tuning_rows(cache_len, bw, (8, 16, 24, 33, 48, 64)):
+                    grid.append(dict(r, v_with_k=v_with_k, block_n=block_n))
+                    log(f"decode {cache_len:6d} v_with_k={v_with_k:d} block {block_n:3d} splits {r['splits']:2d}: "
+                        f"{r['graph_us']:7.2f} us ({r['bandwidth_fraction']:.0%})")
+    decode_module.DECODE_LOAD_V_WITH_K, decode_module.DECODE_BLOCK_N = False, 64
+    results["long_grid"] = grid
+    save()
 
 if "prefill" in parts:
     # The causal prefill kernel against its last published version (.probe/prefill_8225120.py, carried: the

@@ -15,6 +15,10 @@
 #                         STAGE_SECONDS (default 540) and returns what was written by then.
 #   tests [PYTEST ARG...] the unit tests on CUDA (default: -k "not gpu_matrix", which notebook 01 runs)
 # Notebook 03 and the SmolLM2 tests need the joined GGUF: make both setup calls before them.
+# Measured on the H100 (2026-11-25), wall seconds: setup ~10, warm 12 ~125, notebooks 04 ~170 (warm cache),
+# 01 ~140, 02 ~26, 05 ~130, 03 ~395, 06 ~90; a machine start ~30. The machine goes back 30 s after a call
+# returns: issue the next call at once, or setup and warm run again. Six notebooks fit one 30-minute machine as
+#   setup+warm | setup (next parts)+04+01 | 02+05 | 03 | 06   (about 1,300 s held).
 # The machine's copy of the tree carries stale git metadata: pass the commit you carried, with a clean tree,
 # as FLASHCORE_COMMIT=<sha> (the results files record it; without it they record the stale HEAD).
 # The notebooks, results and figures a stage wrote come back as $OUT/<stage>.tar.gz; unpack them over the
