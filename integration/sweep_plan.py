@@ -23,6 +23,7 @@ class SweepPlan:
     first_token_lens: list = field(default_factory=list)  # time to first token (GPU only)
     seed_cache_lens: list = field(default_factory=list)   # the seed's benchmark_decode
     kv_cache_len: int = 2048
+    repeat_len: int = 2048  # the engine measured again here at the end of the run: the run's own spread
 
     def build(self):
         """(model, tokenizer) of this plan, fp16 on the GPU, fp32 on the CPU (where the interpreter has no
@@ -41,7 +42,7 @@ def sweep_plan(model_name="auto", cache_lens="auto"):
     if not on_gpu:
         return SweepPlan(on_gpu=False, model_name=model_name, cache_lens=[8, 16] if cache_lens == "auto" else cache_lens,
                          paths=["hf-eager-sdpa", "hf-eager-flashcore", "flashcore-engine"], seed_cache_lens=[8],
-                         kv_cache_len=16)
+                         kv_cache_len=16, repeat_len=16)
     return SweepPlan(
         on_gpu=True, model_name=model_name,
         cache_lens=[512, 1024, 2048, 4096, 8192, 32768, 131072] if cache_lens == "auto" else cache_lens,
