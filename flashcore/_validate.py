@@ -167,7 +167,9 @@ def check_qkv(query, key, value):
 
 # Signatures (shapes, dtypes, devices, layouts of the length vectors) that passed check_attention_call: a
 # call that matches one skips the checks, which would otherwise cost more host time than a decode kernel runs.
+# Prefill adds one per prompt length, so the set is emptied when it grows past MAX_VALIDATED (checks run again).
 _VALIDATED = set()
+MAX_VALIDATED = 4096
 
 
 def _attention_signature(query, key, value, kv_lens, kv_start):
@@ -192,6 +194,8 @@ def check_attention_call(query, key, value, kv_lens, kv_start):
         batch = check_qkv(query, key, value)[0]
         check_lengths("kv_lens", kv_lens, batch, query.device)
         check_lengths("kv_start", kv_start, batch, query.device)
+        if len(_VALIDATED) >= MAX_VALIDATED:
+            _VALIDATED.clear()
         _VALIDATED.add(signature)
     for name, t in (("query", query), ("key", key), ("value", value)):
         check_inference_only(name, t)

@@ -73,3 +73,18 @@ def test_check_int_refuses_bools_floats_and_out_of_range(value, error):
         _validate.check_int("n", value, minimum=1, maximum=8)
     assert _validate.check_int("n", 4, minimum=1, maximum=8) == 4
     assert _validate.check_int("n", None, optional=True) is None
+
+
+def test_validated_signatures_skip_the_checks_and_stay_bounded(monkeypatch):
+    """A signature seen before skips check_qkv (the host-time saving); the set of them is emptied at its bound."""
+    monkeypatch.setattr(_validate, "_VALIDATED", set())
+    monkeypatch.setattr(_validate, "MAX_VALIDATED", 3)
+    monkeypatch.setattr(_validate, "_attention_signature", lambda q, k, v, lens, start: q.shape)  # as on CUDA
+    checked = []
+    real_check_qkv = _validate.check_qkv
+    monkeypatch.setattr(_validate, "check_qkv", lambda *qkv: checked.append(1) or real_check_qkv(*qkv))
+    for q_len in (1, 2, 1, 3, 4, 5):
+        q, k, v = _qkv()
+        _validate.check_attention_call(q[:, :, :q_len], k, v, None, None)
+    assert len(checked) == 5  # the second call with q_len 1 was skipped
+    assert len(_validate._VALIDATED) <= 3
