@@ -38,6 +38,25 @@ def save():
         json.dump(results, f, indent=1, default=str)
 
 
+def decode_grid(cache_lens, block_ns, splits_options):
+    """Decode attention in a graph over rotated caches (batch 1) for every V-load placement, block size and split
+    count; the module's defaults are restored afterwards."""
+    import flashcore.decode as decode_module
+    defaults = decode_module.DECODE_LOAD_V_WITH_K, decode_module.DECODE_BLOCK_N
+    grid = []
+    for v_with_k in (False, True):
+        decode_module.DECODE_LOAD_V_WITH_K = v_with_k
+        for block_n in block_ns:
+            decode_module.DECODE_BLOCK_N = block_n
+            for cache_len in cache_lens:
+                for r in kernel_bench.decode_tuning_rows(cache_len, bw, splits_options):
+                    grid.append(dict(r, v_with_k=v_with_k, block_n=block_n))
+                    log(f"decode {cache_len:6d} v_with_k={v_with_k:d} block {block_n:3d} splits {r['splits']:2d}: "
+                        f"{r['graph_us']:7.2f} us ({r['bandwidth_fraction']:.0%})")
+    decode_module.DECODE_LOAD_V_WITH_K, decode_module.DECODE_BLOCK_N = defaults
+    return grid
+
+
 if "check" in parts:
     rows = []
     for n, k in [(4096, 4096), (6144, 4096), (1024, 4096), (4096, 14336), (28672, 4096), (100, 1000)]:
@@ -134,16 +153,7 @@ if "short" in parts:
     # itself with each choice, A and B alternated twice to show the run's noise.
     import flashcore.decode as decode_module
     import flashcore.engine.step as step_module
-    grid = []
-    for v_with_k in (False, True):
-        decode_module.DECODE_LOAD_V_WITH_K = v_with_k
-        for block_n in (32, 64):
-            decode_module.DECODE_BLOCK_N = block_n
-            for cache_len in (1024, 2048, 4096):
-                for r in kernel_bench.decode_tuning_rows(cache_len, bw, (8, 16, 33, 64)):
-                    grid.append(dict(r, v_with_k=v_with_k, block_n=block_n))
-                    log(f"decode {cache_len:5d} v_with_k={v_with_k:d} block {block_n} splits {r['splits']:2d}: "
-                        f"{r['graph_us']:6.2f} us ({r['bandwidth_fraction']:.0%})")
+    grid = decode_grid((1024, 2048, 4096), (32, 64), (8, 16, 33, 64))
     results["short_grid"] = grid
     save()
     best = {n: min((r for r in grid if r["cache_len"] == n and r["v_with_k"]), key=lambda r: r["graph_us"])
@@ -178,19 +188,7 @@ if "long" in parts:
     # Decode attention at long caches, where it trails SDPA (128K) or the 90%-of-bandwidth target (32K): split
     # count, block size and the V-with-K load, in a graph over rotated caches (batch 1); the heuristic's pick is
     # the 33-split, 64-block, V-late row.
-    import flashcore.decode as decode_module
-    grid = []
-    for v_with_k in (False, True):
-        decode_module.DECODE_LOAD_V_WITH_K = v_with_k
-        for block_n in (64, 128):
-            decode_module.DECODE_BLOCK_N = block_n
-            for cache_len in (32768, 131072):
-                for r in kernel_bench.decode_tuning_rows(cache_len, bw, (8, 16, 24, 33, 48, 64)):
-                    grid.append(dict(r, v_with_k=v_with_k, block_n=block_n))
-                    log(f"decode {cache_len:6d} v_with_k={v_with_k:d} block {block_n:3d} splits {r['splits']:2d}: "
-                        f"{r['graph_us']:7.2f} us ({r['bandwidth_fraction']:.0%})")
-    decode_module.DECODE_LOAD_V_WITH_K, decode_module.DECODE_BLOCK_N = False, 64
-    results["long_grid"] = grid
+    results["long_grid"] = decode_grid((32768, 131072), (64, 128), (8, 16, 24, 33, 48, 64))
     save()
 
 if "prefill" in parts:
