@@ -4,7 +4,8 @@ On a fresh machine the autotuner compiles each of its candidates one after anoth
 notebook 04. Here each worker process takes a share of the candidate configs and autotunes every shape, batch and
 fusion the notebooks use with only that share: together they compile everything once, in parallel, and the
 notebooks then find each kernel in the cache. The timings measured here are thrown away.
-Usage (on the GPU machine): python3 .ci/gpu/warm_triton_cache.py [WORKERS]
+Usage (on the GPU machine): python3 .ci/gpu/warm_triton_cache.py [WORKERS] [--engine-only]
+(--engine-only: just the fp16 batch-1 kernels, the engine's and the plain ones, what the development probe needs.)
 """
 import multiprocessing
 import sys
@@ -29,14 +30,15 @@ def _tasks():
     return tasks
 
 
-def _worker(index, workers):
+def _worker(index, workers, engine_only):
     import torch
 
     from flashcore.ops import gemv as gemv_module
 
     tuner = gemv_module._gemv_autotuned
     tuner.configs = tuner.configs[index::workers]
-    for n, k, m, fusion, dtype in _tasks():
+    tasks = [t for t in _tasks() if not engine_only or (t[2] == 1 and t[4] == "float16")]
+    for n, k, m, fusion, dtype in tasks:
         dtype = getattr(torch, dtype)
         x = torch.randn(m, k, dtype=dtype, device="cuda")
         weight = torch.randn(n, k, dtype=dtype, device="cuda")
@@ -53,10 +55,12 @@ def _worker(index, workers):
 
 
 def main():
-    workers = int(sys.argv[1]) if len(sys.argv) > 1 else min(12, multiprocessing.cpu_count())
+    numbers = [a for a in sys.argv[1:] if a.isdigit()]
+    workers = int(numbers[0]) if numbers else min(12, multiprocessing.cpu_count())
     start = time.time()
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=(i, workers)) for i in range(workers)]
+    engine_only = "--engine-only" in sys.argv
+    processes = [context.Process(target=_worker, args=(i, workers, engine_only)) for i in range(workers)]
     for process in processes:
         process.start()
     for process in processes:
