@@ -11,12 +11,6 @@ Kernels launched this way therefore type every int parameter (``stride: tl.int64
 ``do_not_specialize``, so ints are never specialised; what remains is each pointer's dtype and 16-byte
 alignment, and the constexprs, which the key must include.
 """
-import os
-
-import torch
-import triton
-import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 from triton.runtime import driver
 
 
@@ -60,35 +54,3 @@ def int_key(values):
 def pointer_key(t):
     """What Triton specialises a pointer argument on: 16-byte alignment (None for an absent tensor)."""
     return None if t is None else t.data_ptr() % 16 == 0
-
-
-def pdl_enabled(device):
-    """Whether kernels on `device` launch with programmatic dependent launch (PDL): on a Hopper or newer GPU,
-    unless FLASHCORE_PDL=0. With PDL a kernel is scheduled while the one before it in the stream still runs; it
-    does what needs no earlier result (a weight prefetch), then waits for that kernel (see pdl_wait), so the
-    gap between the many short kernels of a decode step shrinks. The interpreter has no PDL."""
-    return os.environ.get("FLASHCORE_PDL", "1") != "0" and hopper_or_newer(device)
-
-
-def hopper_or_newer(device):
-    """A CUDA device of compute capability 9.0 or more (TMA, programmatic dependent launch). Read once per device."""
-    if device.type != "cuda":
-        return False
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    capability = _CAPABILITY.get(index)
-    if capability is None:
-        capability = _CAPABILITY[index] = torch.cuda.get_device_capability(index)
-    return capability >= (9, 0)
-
-
-_CAPABILITY = {}
-
-
-@triton.jit
-def pdl_wait(USE_PDL: tl.constexpr):
-    """Under PDL: wait until the previous kernel in the stream has finished and its writes are visible, then let
-    the next kernel be scheduled. Everything a kernel reads or writes that another kernel touches comes after
-    this call. Without PDL it compiles to nothing."""
-    if USE_PDL:
-        gdc_wait()
-        gdc_launch_dependents()

@@ -23,24 +23,16 @@ def attend_block(q, m_i, l_i, acc, kt_ptrs, kt_mask, v_ptrs, v_mask, visible, qk
     qk = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale_log2
     if MASKED:
         qk = tl.where(visible, qk, float("-inf"))
-    p, alpha, m_new, l_i = softmax_step(qk, m_i, l_i)
+    # the new row max; a row with nothing visible yet keeps -inf and must add exactly zero
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.math.exp2(m_i - m_safe)  # rescales what was accumulated under the old max
+    p = tl.math.exp2(qk - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
     if not LOAD_V_WITH_K:
         v = _load(v_ptrs, v_mask, MASKED)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
     return m_new, l_i, acc
-
-
-@triton.jit
-def softmax_step(qk, m_i, l_i):
-    """Fold a block of scores qk [M, N] (log2 domain, hidden ones at -inf) into the running row max m_i and
-    denominator l_i. Returns (p, alpha, m_new, l_new): the block's unnormalised probabilities, and the factor
-    that rescales what was accumulated under the old max (the caller applies it to its accumulator)."""
-    # the new row max; a row with nothing visible yet keeps -inf and must add exactly zero
-    m_new = tl.maximum(m_i, tl.max(qk, 1))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.math.exp2(m_i - m_safe)
-    p = tl.math.exp2(qk - m_safe[:, None])
-    return p, alpha, m_new, l_i * alpha + tl.sum(p, 1)
 
 
 @triton.jit

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from flashcore import _validate
-from flashcore._launch import FastLaunch, int_key, pdl_enabled, pdl_wait, pointer_key
+from flashcore._launch import FastLaunch, int_key, pointer_key
 from flashcore._online_softmax import LOG2E, attend_block, finish
 
 DECODE_BLOCK_N = 64
@@ -56,10 +56,9 @@ def _decode_split_kernel(
     GROUP_SIZE: tl.constexpr, BLOCK_H: tl.constexpr,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr, USE_PDL: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr,
 ):
     tl.static_assert(BLOCK_H >= GROUP_SIZE)
-    pdl_wait(USE_PDL)
     # torch.compile hands a Python float over as fp64; keep the softmax state in fp32 whatever the caller
     qk_scale_log2 = tl.cast(qk_scale_log2, tl.float32)
     split = tl.program_id(0)
@@ -113,9 +112,8 @@ def _decode_merge_kernel(
     PartialOut, PartialLse, Out,
     stride_ob, stride_oh, stride_od,
     q_heads, num_splits,
-    HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, SPLITS_PADDED: tl.constexpr, USE_PDL: tl.constexpr,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, SPLITS_PADDED: tl.constexpr,
 ):
-    pdl_wait(USE_PDL)
     off_bh = tl.program_id(0)
     off_b = off_bh // q_heads
     off_h = off_bh % q_heads
@@ -239,11 +237,10 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
     split_strides = (query.stride(0), query.stride(1), query.stride(3),
                      key.stride(0), key.stride(1), key.stride(2), key.stride(3),
                      value.stride(0), value.stride(1), value.stride(2), value.stride(3))
-    block_n, load_v_with_k, use_pdl = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K, pdl_enabled(query.device)
+    block_n, load_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K
     split_ints = int_key(split_strides)
     split_key = None if split_ints is None else (
-        query.dtype, group, head_dim, block_n, load_v_with_k, use_pdl, kv_lens is not None, kv_start is not None,
-        split_ints,
+        query.dtype, group, head_dim, block_n, load_v_with_k, kv_lens is not None, kv_start is not None, split_ints,
         pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start))
     _split_launch.launch(
         (splits, batch * kv_heads),
@@ -254,7 +251,7 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
                      HEAD_DIM_PADDED=head_dim_padded, BLOCK_N=block_n, HAS_KV_LENS=kv_lens is not None,
                      HAS_KV_START=kv_start is not None,
                      DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # tf32: unused for 16-bit
-                     LOAD_V_WITH_K=load_v_with_k, USE_PDL=use_pdl, launch_pdl=use_pdl,
+                     LOAD_V_WITH_K=load_v_with_k,
                      num_warps=4, num_stages=3 if on_gpu else 1))
     out_strides = (out.stride(0), out.stride(1), out.stride(3))
     out_ints = int_key(out_strides)
@@ -262,7 +259,7 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
     _merge_launch.launch(
         (batch * q_heads,),
         (workspace.partial_out, workspace.partial_lse, out, *out_strides, q_heads, splits),
-        None if out_ints is None else (out.dtype, head_dim, splits_padded, use_pdl, out_ints, pointer_key(out)),
+        None if out_ints is None else (out.dtype, head_dim, splits_padded, out_ints, pointer_key(out)),
         lambda: dict(HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded, SPLITS_PADDED=splits_padded,
-                     USE_PDL=use_pdl, launch_pdl=use_pdl, num_warps=4))
+                     num_warps=4))
     return out

@@ -8,14 +8,12 @@ Key blocks wholly outside a program's visible range are skipped by the loop boun
 wholly inside it run without masks, so only the diagonal and the left-padding edge pay for masking.
 Called once per layer per prompt chunk, the launcher goes through FastLaunch with validation cached per shape,
 like decode's: at short prompts the host's launch time is otherwise longer than the kernel.
-On Hopper and newer GPUs, 16-bit inputs go to prefill_tma.py's kernel instead, which moves its tiles with the
-tensor-memory accelerator; this one serves every other case (fp32, the interpreter, unaligned views).
 """
 import torch
 import triton
 import triton.language as tl
 
-from flashcore import _validate, prefill_tma
+from flashcore import _validate
 from flashcore._launch import FastLaunch, int_key, pointer_key
 from flashcore._online_softmax import LOG2E, attend_block, finish
 
@@ -167,9 +165,6 @@ def prefill_attention(query, key, value, *, causal=True, scale=None, kv_lens=Non
     if batch == 0 or q_len == 0:
         return (out, lse) if return_lse else out
 
-    if prefill_tma.applies(query, key, value, out):
-        prefill_tma.launch(query, key, value, out, lse, kv_lens, kv_start, scale * LOG2E, causal)
-        return (out, lse) if return_lse else out
     head_dim_padded = triton.next_power_of_2(head_dim)
     block_m, block_n, num_warps, num_stages = _launch_config(head_dim_padded, query.device.type == "cuda")
     strides = (*query.stride(), *key.stride(), *value.stride(), *out.stride())

@@ -6,10 +6,10 @@ numbers that steer the next change. Writes $OUT/probe_<parts>.json and logs as i
 Parts: check (GEMV and engine against torch/HF), host (launch costs), gemv, attn (decode attention against
 SDPA, split tuning at 32K), short (decode at 1K-4K: V-with-K, block, splits; the engine A/B), long (the same grid
 at 32K and 128K), prefill (prefill against its published version, carried in .probe/; block configs; time to
-first token), chain, engine, compile, profile (a kernel-time profile of one engine step), pdl (programmatic dependent
-launch in the decode step: same outputs with and without, then engine / chain / GEMV A/B), tma (the Hopper
-prefill kernel: the GPU matrix's 16-bit prefill cases, then TFLOP/s per block config against the pointer kernel and
-SDPA), ttft (time to first token with the TMA and the pointer prefill, and kernel-time profiles of both prefills)."""
+first token), chain, engine, compile, profile (a kernel-time profile of one engine step), ttft (time to first token,
+and kernel-time profiles of the engine's prefill and HF's at 8192).
+Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel) measured code that was not kept: they are
+in commit bf9283d, with PERF_NOTES.md's verdict."""
 import gc
 import json
 import os
@@ -269,158 +269,13 @@ if "prefill" in parts:
     gc.collect()
     torch.cuda.empty_cache()
 
-def set_pdl(on):
-    os.environ["FLASHCORE_PDL"] = "1" if on else "0"
-
-
-if "pdl" in parts:
-    import flashcore.ops.gemv as gemv_module
-    from integration.engine import llama_weights
-    # Outputs: 4 layers of the 8B shape, a left-padded batch of 4, 32 greedy tokens; tokens and the last logits
-    # must be bitwise equal with and without PDL (a missing wait would show as a race).
-    small = llama31_8b(dtype=torch.float16, num_layers=4)
-    ids = torch.randint(0, 128000, (4, 40), device="cuda")
-    mask = torch.ones_like(ids)
-    mask[1, :7] = 0
-    mask[3, :19] = 0
-    outs = {}
-    for on in (False, True, False, True):
-        set_pdl(on)
-        engine = FlashCoreEngine(small, max_batch_size=4, max_seq_len=128)
-        tokens = engine.generate(ids, attention_mask=mask, max_new_tokens=32, eos_token_id=[])
-        logits = engine.engine.program_for(4).buffers.logits.clone()
-        outs.setdefault(on, []).append((tokens, logits))
-        del engine
-        gc.collect()
-    same = all(torch.equal(outs[a][i][0], outs[False][0][0]) and torch.equal(outs[a][i][1], outs[False][0][1])
-               for a in (False, True) for i in range(2))
-    results["pdl_check"] = {"identical_tokens_and_logits": same}
-    log(f"pdl check: identical tokens and logits with and without PDL: {same}")
-    del small, outs
-    save()
-    model = llama31_8b(dtype=torch.float16)
-    variants = (("off", False, 1), ("pdl", True, 0), ("pdl_prefetch1", True, 1), ("pdl_prefetch2", True, 2))
-    rows = []
-    for repeat in range(2):
-        for name, on, prefetch in variants:
-            set_pdl(on)
-            gemv_module.PREFETCH_BLOCKS = prefetch
-            for r in bench.decode_sweep(model, [2048] if repeat else [2048, 32768], bw, ["flashcore-engine"],
-                                        log=lambda *a: None):
-                rows.append(dict(r, variant=name, repeat=repeat))
-                log(f"engine {name:14s} rep {repeat} cache {r['cache_len']:6d}: {r['ms_per_token']:.4f} ms "
-                    f"p10 {r['ms_p10']:.4f} p90 {r['ms_p90']:.4f} ({r['ms_per_token'] / r['floor_ms']:.4f}x floor)")
-            save()
-    results["pdl_engine"] = rows
-    weights = llama_weights(model, 64)
-    chains = []
-    for name, on, prefetch in variants[:1] + variants[2:3] + variants[:1] + variants[2:3]:
-        set_pdl(on)
-        gemv_module.PREFETCH_BLOCKS = prefetch
-        chains.append(dict(kernel_bench.projection_chain(weights, bw), variant=name))
-        log(f"chain {name}: {chains[-1]['flashcore_ms']:.4f} ms ({chains[-1]['flashcore_ratio_to_floor']:.4f}x) "
-            f"cublas {chains[-1]['cublas_ms']:.4f} ms ({chains[-1]['cublas_ratio_to_floor']:.4f}x)")
-    results["pdl_chain"] = chains
-    gemvs = []
-    for name, on, prefetch in variants[:1] + variants[2:3]:
-        set_pdl(on)
-        gemv_module.PREFETCH_BLOCKS = prefetch
-        for r in kernel_bench.gemv_rows(bw, shapes=[(4096, 4096), (6144, 4096), (1024, 4096), (4096, 14336)],
-                                        rows_m=(1,)):
-            gemvs.append(dict(r, variant=name))
-            log(f"gemv {name:14s} {r['shape']:>10s} M=1: {r['flashcore_us']:6.2f} us ({r['bandwidth_fraction']:.0%}) "
-                f"cublas {r['cublas_us']:6.2f} us")
-    results["pdl_gemv"] = gemvs
-    set_pdl(True)
-    gemv_module.PREFETCH_BLOCKS = 1
-    del model, weights
-    gc.collect()
-    torch.cuda.empty_cache()
-    save()
-
-if "tma" in parts:
-    import flashcore.prefill_tma as tma
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from flashcore import prefill_attention
-    from flashcore.testing import gpu_cases, run_case
-    cases = [c for c in gpu_cases() if c.kind == "prefill" and c.dtype != "float32"]
-    start, checked, failed = time.time(), 0, []
-    for case in cases:
-        if time.time() - start > 150:
-            break
-        row = run_case(case, "cuda")
-        checked += 1
-        if not row["passed"]:
-            failed.append(row)
-    results["tma_check"] = {"checked": checked, "cases": len(cases), "failed": failed[:20], "n_failed": len(failed)}
-    log(f"tma check: {checked - len(failed)}/{checked} of {len(cases)} prefill cases within the rule "
-        f"({time.time() - start:.0f} s); failed: {[(r['B'], r['Hq'], r['D'], r['Sq'], r['Skv'], r['dtype']) for r in failed[:8]]}")
-    save()
-    default_config = tma.launch_config
-    grid = []
-    configs = [None, (128, 64, 8, 3, False), (128, 64, 4, 3, False), (128, 128, 8, 3, False),
-               (128, 128, 8, 2, False), (64, 64, 4, 3, False), (128, 64, 8, 4, False), (64, 128, 4, 3, False),
-               (128, 64, 8, 3, True), (128, 128, 8, 2, True), (128, 64, 4, 3, True)]
-
-    def time_prefill(dtype, head_dim, heads, n, config):
-        q = torch.randn(1, heads[0], n, head_dim, dtype=dtype, device="cuda")
-        k = torch.randn(1, heads[1], n, head_dim, dtype=dtype, device="cuda")
-        v = torch.randn_like(k)
-        tma.ENABLED = config is not None
-        tma.launch_config = (lambda d, c=config: c) if config else default_config
-        try:
-            out = prefill_attention(q, k, v, causal=True)
-            tma.ENABLED = False
-            diff = (out.float() - prefill_attention(q, k, v, causal=True).float()).abs().max().item()
-            tma.ENABLED = config is not None
-            us = kernel_bench._median_us(lambda: prefill_attention(q, k, v, causal=True))
-            row = {"tflops": 4 * n * n * head_dim * heads[0] / 2 / us / 1e6, "max_diff_vs_pointer": diff}
-        except Exception as err:  # a config that does not compile or fit is a result too
-            row = {"error": f"{type(err).__name__}: {str(err)[:160]}"}
-        tma.ENABLED, tma.launch_config = True, default_config
-        return dict(row, dtype=str(dtype), D=head_dim, n=n, config=config or "pointer")
-
-    for n in (4096, 16384):
-        for config in configs:
-            grid.append(time_prefill(torch.float16, 128, (32, 8), n, config))
-            log(f"prefill fp16 D128 {n:6d} {str(grid[-1]['config']):28s}: "
-                + (f"{grid[-1]['tflops']:6.1f} TFLOP/s diff {grid[-1]['max_diff_vs_pointer']:.1e}"
-                   if "tflops" in grid[-1] else grid[-1]["error"]))
-        save()
-    best = max((r for r in grid if r["n"] == 16384 and "tflops" in r and r["config"] != "pointer"),
-               key=lambda r: r["tflops"])["config"]
-    for dtype, head_dim, heads, n in ((torch.bfloat16, 128, (32, 8), 4096), (torch.bfloat16, 128, (32, 8), 16384),
-                                      (torch.float16, 64, (9, 3), 4096), (torch.float16, 64, (9, 3), 16384),
-                                      (torch.float16, 128, (32, 8), 1024)):
-        for config in (None, default_config(head_dim), best):
-            grid.append(time_prefill(dtype, head_dim, heads, n, config))
-            log(f"prefill {str(dtype):14s} D{head_dim} {n:6d} {str(grid[-1]['config']):28s}: "
-                + (f"{grid[-1]['tflops']:6.1f}" if "tflops" in grid[-1] else grid[-1]["error"]))
-    for n in (4096, 16384):
-        q = torch.randn(1, 32, n, 128, dtype=torch.float16, device="cuda")
-        kf = torch.randn(1, 32, n, 128, dtype=torch.float16, device="cuda")
-        for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
-            with sdpa_kernel(backend):
-                us = kernel_bench._median_us(lambda: F.scaled_dot_product_attention(q, kf, kf, is_causal=True))
-            grid.append({"dtype": "torch.float16", "D": 128, "n": n, "config": f"sdpa-{name}",
-                         "tflops": 4 * n * n * 128 * 32 / 2 / us / 1e6})
-            log(f"prefill sdpa {name} {n}: {grid[-1]['tflops']:.1f}")
-    results["tma_grid"] = grid
-    results["tma_best"] = best
-    save()
-
 if "ttft" in parts:
-    import flashcore.prefill_tma as tma
     from torch.profiler import ProfilerActivity, profile
     from integration.llama_flashcore import attention_implementation
     model = llama31_8b(dtype=torch.float16)
     results["ttft"] = bench.time_to_first_token(model, [2048, 8192, 32768])
-    tma.ENABLED = False
-    results["ttft"] += [dict(r, prefill="pointer") for r in bench.time_to_first_token(model, [8192])
-                        if r["path"] == "flashcore-engine"]
-    tma.ENABLED = True
     for r in results["ttft"]:
-        log(f"ttft {r['prompt_len']:6d} {r['path']:18s} {r.get('prefill', '')}: {r['ms']:.1f} ms")
+        log(f"ttft {r['prompt_len']:6d} {r['path']:18s}: {r['ms']:.1f} ms")
     save()
     ids = torch.randint(0, 128000, (1, 8192), device="cuda")
     engine = FlashCoreEngine(model, max_batch_size=1, max_seq_len=8200)

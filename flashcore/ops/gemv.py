@@ -19,7 +19,6 @@ import triton.language as tl
 import triton.testing
 
 from flashcore import _validate
-from flashcore._launch import pdl_enabled, pdl_wait
 from flashcore.decode import sm_count
 
 MAX_ROWS = 32  # batch rows per call; the decode engine's largest batch
@@ -45,13 +44,6 @@ def _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, mask, stride_om,
     tl.store(Out + offs_m[:, None].to(tl.int64) * stride_om + offs_n[None, :], y, mask=mask)
 
 
-@triton.jit
-def _prefetch_l2(ptrs):
-    """Ask for the 128-byte lines at ptrs in L2 (a hint: nothing is returned, nothing waits for it)."""
-    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; // dummy $0", "=r,l", [ptrs], dtype=tl.int32,
-                              is_pure=False, pack=1)
-
-
 @triton.jit(do_not_specialize=["M"])
 def _gemv_kernel(
     X, W, Out, NormWeight, Residual, Partials, Counters,
@@ -60,7 +52,6 @@ def _gemv_kernel(
     eps,
     M_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, USE_DOT: tl.constexpr,
-    USE_PDL: tl.constexpr, PREFETCH_BLOCKS: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)  # which slice of K (split-K: small N still fills every SM)
@@ -72,21 +63,6 @@ def _gemv_kernel(
     w_rows = W + offs_n[:, None].to(tl.int64) * stride_wn
     up_rows = W + (offs_n + N)[:, None].to(tl.int64) * stride_wn  # silu_mul: the up half of [gate; up]
 
-    # this program's slice of K: whole BLOCK_K chunks, contiguous (long runs of each weight row)
-    k_per_split = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
-    k_lo = pid_k * k_per_split
-    k_hi = tl.minimum(K, k_lo + k_per_split)
-    if USE_PDL and PREFETCH_BLOCKS > 0:
-        # The weights depend on no earlier kernel: while the previous kernel finishes, pull the first blocks of
-        # this program's rows into L2 (one prefetch per 128-byte line), so its stream starts at full speed.
-        per_line: tl.constexpr = 1024 // W.dtype.element_ty.primitive_bitwidth  # elements in 128 bytes
-        lines = k_lo + tl.arange(0, PREFETCH_BLOCKS * BLOCK_K // per_line) * per_line
-        line_ok = mask_n[:, None] & (lines[None, :] < k_hi)
-        _prefetch_l2(tl.where(line_ok, w_rows + lines[None, :], W))
-        if EPILOGUE == 2:
-            _prefetch_l2(tl.where(line_ok, up_rows + lines[None, :], W))
-    pdl_wait(USE_PDL)
-
     if HAS_NORM:
         # RMSNorm statistics in fp32 over the whole row of x (a few KB: an L2 read per program)
         sum_sq = tl.zeros([M_PAD], dtype=tl.float32)
@@ -97,6 +73,10 @@ def _gemv_kernel(
             sum_sq += tl.sum(x * x, 1)
         rstd = tl.math.rsqrt(sum_sq / K + eps)
 
+    # this program's slice of K: whole BLOCK_K chunks, contiguous (long runs of each weight row)
+    k_per_split = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
+    k_lo = pid_k * k_per_split
+    k_hi = tl.minimum(K, k_lo + k_per_split)
     acc = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
     acc_up = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
     for k0 in range(k_lo, k_hi, BLOCK_K):
@@ -145,9 +125,6 @@ def _gemv_kernel(
 
 
 MAX_SPLIT_K = 4
-# Under programmatic dependent launch, the BLOCK_K blocks of its weights each program asks L2 for before it waits
-# for the previous kernel (0: none).
-PREFETCH_BLOCKS = 1
 SPLIT_K_MAX_N = 16384  # wider outputs have programs enough without splitting K
 MIN_BLOCK_N = 4
 
@@ -183,8 +160,6 @@ def _prune(configs, named_args, **kwargs):
     return kept or [triton.Config({"BLOCK_N": 16, "BLOCK_K": 128, "SPLIT_K": 1}, num_warps=4)]
 
 
-# The key leaves out USE_PDL and PREFETCH_BLOCKS: they change how a kernel starts, not which tiling streams a
-# matrix fastest, so one tuning serves both (and the others compile only the config it picked).
 _gemv_autotuned = triton.autotune(
     configs=_configs(), key=["N", "K", "M_PAD", "HAS_NORM", "EPILOGUE", "USE_DOT"],
     prune_configs_by={"early_config_prune": _prune},
@@ -233,7 +208,8 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
     silu(x·gateᵀ) * (x·upᵀ), of shape [M, N]. out: optional [M, N] output (lets a CUDA graph allocate nothing).
     workspace: a GemvWorkspace(rows) for split-K partials (default: one per device, grown on demand; pass your
     own to capture the call in a CUDA graph before any other call has sized the default).
-    config: (BLOCK_N, BLOCK_K, SPLIT_K) to force a launch configuration instead of the autotuned one.
+    config: (BLOCK_N, BLOCK_K, SPLIT_K) or (BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages) to force a launch
+    configuration instead of the autotuned one (num_warps 4 and Triton's default stages when left out).
     weight, out and residual rows must be contiguous (stride 1 along the last dimension); x may be any view.
     """
     _validate.check_matrix("x", x, contiguous_rows=False)
@@ -284,16 +260,18 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         stride_rm=residual.stride(0) if residual is not None else 0,
         eps=float(eps), M_PAD=m_pad, HAS_NORM=norm_weight is not None, EPILOGUE=epilogue, USE_DOT=use_dot,
     )
-    use_pdl = pdl_enabled(x.device)
-    args.update(USE_PDL=use_pdl, PREFETCH_BLOCKS=PREFETCH_BLOCKS, launch_pdl=use_pdl)
     if config is None and x.device.type == "cuda":
         _gemv_autotuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])](**args)
         return out
-    block_n, block_k, split_k = config or (64, 256, 1)  # the interpreter: one config keeps CPU tests fast
+    config = tuple(config or (64, 256, 1))  # the interpreter: one config keeps CPU tests fast
+    if len(config) not in (3, 5):
+        raise ValueError(f"config must be (BLOCK_N, BLOCK_K, SPLIT_K[, num_warps, num_stages]), got {config!r}")
+    block_n, block_k, split_k = config[:3]
+    launch = dict(num_warps=4) if len(config) == 3 else dict(num_warps=config[3], num_stages=config[4])
     if split_k not in (1, 2, 4) or block_n < MIN_BLOCK_N or (use_dot and block_n < 16) \
             or (split_k > 1 and n > SPLIT_K_MAX_N):
         raise ValueError(f"config {config!r}: SPLIT_K must be 1, 2 or 4 (1 for outputs wider than "
                          f"{SPLIT_K_MAX_N}) and BLOCK_N at least {16 if use_dot else MIN_BLOCK_N}")
     _gemv_kernel[(triton.cdiv(n, block_n), split_k)](**args, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split_k,
-                                                    num_warps=4)
+                                                    **launch)
     return out

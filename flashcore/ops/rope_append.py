@@ -14,7 +14,6 @@ import triton
 import triton.language as tl
 
 from flashcore import _validate
-from flashcore._launch import pdl_enabled, pdl_wait
 
 
 def rope_tables(inv_freq, attention_scaling, max_positions, dtype):
@@ -37,9 +36,8 @@ def _rope_append_kernel(
     stride_table,
     seq_len, max_len, max_positions,
     Q_HEADS: tl.constexpr, KV_HEADS: tl.constexpr,
-    HALF_DIM: tl.constexpr, HALF_PADDED: tl.constexpr, HAS_KV_START: tl.constexpr, USE_PDL: tl.constexpr,
+    HALF_DIM: tl.constexpr, HALF_PADDED: tl.constexpr, HAS_KV_START: tl.constexpr,
 ):
-    pdl_wait(USE_PDL)
     s = tl.program_id(0)
     off_b = tl.program_id(1)
     head = tl.program_id(2)  # query heads first, then KV heads (which also carry their value head)
@@ -120,7 +118,6 @@ def rope_append(qkv, cos, sin, key_cache, value_cache, write_pos, *, q_out, kv_s
     _validate.check_lengths("kv_start", kv_start, batch, qkv.device)
     if batch == 0 or seq_len == 0:
         return q_out
-    use_pdl = pdl_enabled(qkv.device)
     _rope_append_kernel[(seq_len, batch, q_heads + kv_heads)](
         QKV=qkv, Cos=cos, Sin=sin, KCache=key_cache, VCache=value_cache, QOut=q_out, WritePos=write_pos,
         KvStart=kv_start,
@@ -132,7 +129,7 @@ def rope_append(qkv, cos, sin, key_cache, value_cache, write_pos, *, q_out, kv_s
         seq_len=seq_len, max_len=max_len, max_positions=cos.shape[0],
         Q_HEADS=q_heads, KV_HEADS=kv_heads, HALF_DIM=head_dim // 2,
         HALF_PADDED=triton.next_power_of_2(head_dim // 2), HAS_KV_START=kv_start is not None,
-        USE_PDL=use_pdl, launch_pdl=use_pdl, num_warps=1,
+        num_warps=1,
         enable_fp_fusion=False,  # no FMA contraction: every product is rounded on its own, as torch's ops round it
     )
     return q_out
