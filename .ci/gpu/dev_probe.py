@@ -7,7 +7,8 @@ Parts: check (GEMV and engine against torch/HF), host (launch costs), gemv, attn
 SDPA, split tuning at 32K), short (decode at 1K-4K: V-with-K, block, splits; the engine A/B), long (the same grid
 at 32K and 128K), prefill (prefill against its published version, carried in .probe/; block configs; time to
 first token), chain, engine, compile, profile (a kernel-time profile of one engine step), ttft (time to first token,
-and kernel-time profiles of the engine's prefill and HF's at 8192).
+and kernel-time profiles of the engine's prefill and HF's at 8192), m1 (the fixed batch-1 GEMV config: its error,
+then GEMV rows, chain, engine at every length and batch sweep).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel) measured code that was not kept: they are
 in commit bf9283d, with PERF_NOTES.md's verdict."""
 import gc
@@ -264,6 +265,57 @@ if "prefill" in parts:
     results["ttft"] = bench.time_to_first_token(model, [2048, 8192, 32768])
     for r in results["ttft"]:
         log(f"ttft {r['prompt_len']:6d} {r['path']:18s} {r['ms']:.1f} ms")
+    save()
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+
+if "m1" in parts:
+    # The fixed batch-1 GEMV config (gemv.streaming_config): the engine's shapes and fusions within 2x F.linear's
+    # error against float64 in fp16 and bf16; then GEMV rows at M=1, the projection chain, the engine at every
+    # length and the batch sweep.
+    from integration.engine import llama_weights
+    checks = []
+    for n, k, fusion in ((6144, 4096, "norm"), (4096, 4096, "residual"), (28672, 4096, "silu"),
+                         (4096, 14336, "residual"), (128256, 4096, "norm"), (1024, 4096, "plain"), (100, 1000, "norm")):
+        for dtype in (torch.float16, torch.bfloat16):
+            x = torch.randn(1, k, device="cuda", dtype=dtype)
+            w = torch.randn(n, k, device="cuda", dtype=dtype) * 0.02
+            g = torch.rand(k, device="cuda", dtype=dtype) + 0.5
+            r = torch.randn(1, n, device="cuda", dtype=dtype)
+            normed = lambda t: (t.double() * torch.rsqrt(t.double().pow(2).mean(-1, keepdim=True) + 1e-5)) * g.double()  # noqa: E731
+            if fusion == "norm":
+                ours, ref = gemv(x, w, norm_weight=g, eps=1e-5), normed(x) @ w.double().T
+                theirs = F.linear((normed(x)).to(dtype), w)
+            elif fusion == "residual":
+                ours, ref, theirs = gemv(x, w, residual=r), r.double() + x.double() @ w.double().T, r + F.linear(x, w)
+            elif fusion == "silu":
+                gate, up = (normed(x) @ w.double().T).chunk(2, dim=-1)
+                ref = F.silu(gate) * up
+                ours = gemv(x, w, norm_weight=g, eps=1e-5, activation="silu_mul")
+                tg, tu = F.linear(normed(x).to(dtype), w).chunk(2, dim=-1)
+                theirs = F.silu(tg) * tu
+            else:
+                ours, ref, theirs = gemv(x, w), x.double() @ w.double().T, F.linear(x, w)
+            err, torch_err = (ours.double() - ref).abs().max().item(), (theirs.double() - ref).abs().max().item()
+            checks.append({"shape": f"{n}x{k}", "fusion": fusion, "dtype": str(dtype), "err": err,
+                           "torch_err": torch_err, "ok": err <= 2 * torch_err + 1e-5})
+    bad = [c for c in checks if not c["ok"]]
+    results["m1_check"] = {"cases": len(checks), "failed": bad}
+    log(f"batch-1 GEMV check: {len(checks) - len(bad)}/{len(checks)} within 2x F.linear's error; failed {bad}")
+    results["gemv"] = kernel_bench.gemv_rows(bw, rows_m=(1,))
+    for r in results["gemv"]:
+        log(f"gemv {r['shape']:>12s} M=1: {r['flashcore_us']:7.2f} us ({r['bandwidth_fraction']:.0%}) "
+            f"cublas {r['cublas_us']:7.2f} us ({r['cublas_bandwidth_fraction']:.0%})")
+    save()
+    model = llama31_8b(dtype=torch.float16)
+    results["projection_chain"] = kernel_bench.projection_chain(llama_weights(model, 64), bw)
+    log("chain", results["projection_chain"])
+    results["decode"] = bench.decode_sweep(model, [512, 2048, 8192, 32768, 131072, 2048], bw,
+                                           ["flashcore-engine"], log=log)
+    results["batch_sweep"] = bench.batch_sweep(model, [1, 8, 32], 2048, bw)
+    for r in results["batch_sweep"]:
+        log(f"batch {r['batch']:2d} at 2048: {r['ms_per_step']:.3f} ms/step, {r['tok_per_s']:.0f} tok/s")
     save()
     del model
     gc.collect()

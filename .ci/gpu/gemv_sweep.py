@@ -26,13 +26,13 @@ def _space(n, k, fusion):
     """(BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages) worth timing for one shape at batch 1."""
     n_out = n // 2 if fusion == "norm_silu" else n
     configs = []
-    for block_n in (8, 16, 32, 64):
-        for block_k in (128, 256, 512, 1024):
+    for block_n in (4, 8, 16, 32):
+        for block_k in (512, 1024, 2048, 4096):
             for split_k in (1, 2, 4):
                 for warps in (4, 8):
-                    for stages in (1, 2, 3, 4):
+                    for stages in (1, 3):  # the first sweep (run 12): stages moved nothing by more than 1%
                         programs = -(-n_out // block_n) * split_k
-                        if block_n * block_k > 8192 * warps // 4 or k // split_k < block_k or programs < 66:
+                        if block_n * block_k > 16384 * warps // 4 or k // split_k < block_k or programs < 66:
                             continue
                         if split_k > 1 and (n_out > 16384 or programs > 132 * 16):
                             continue
@@ -107,7 +107,7 @@ def main():
         picked = [str(c) for c in gemv_module._gemv_autotuned.cache.values()][-1]
         mm_out = torch.empty(1, n, dtype=torch.float16, device="cuda")
         cublas_us = timed(lambda w: torch.mm(x, w.t(), out=mm_out))
-        by_stages = {s: min(r["us"] for r in rows if r["config"][4] == s) for s in (1, 2, 3, 4)}
+        by_stages = {s: min(r["us"] for r in rows if r["config"][4] == s) for s in (1, 3)}
         results["shapes"][name] = {"N": n, "K": k, "fusion": fusion, "floor_us": floor_us, "top": rows[:12],
                                    "configs_timed": len(rows), "autotuned_us": autotuned_us, "autotuned": picked,
                                    "cublas_us": cublas_us, "best_by_stages": by_stages}

@@ -140,11 +140,25 @@ def _configs():
     return configs
 
 
+def streaming_config(k, has_norm):
+    """The launch config of one 16-bit row (batch-1 decode), fixed rather than autotuned. Every config of the 8B
+    engine's five projections, timed on an H200 in CUDA graphs over rotated weights (.ci/gpu/gemv_sweep.py,
+    probes run12-13), put the fastest at 32 KB weight tiles of 4 warps, with the longest row runs: all of K (up to
+    4096) in one block where an RMSNorm prologue must read x (a single pass over it), 2048-wide blocks otherwise.
+    The autotuner, timing single launches, picked 1024-wide blocks that streamed 5-20% slower."""
+    block_k = min(4096 if has_norm else 2048, triton.next_power_of_2(k))
+    block_n = max(MIN_BLOCK_N, min(64, 16384 // block_k))
+    return triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": 1}, num_warps=4)
+
+
 def _prune(configs, named_args, **kwargs):
     """Keep configs whose per-iteration tile fits in registers and that give at least one wave of programs
-    (split-K only where N alone gives too few, and at most 16 waves of split programs)."""
+    (split-K only where N alone gives too few, and at most 16 waves of split programs). One 16-bit row takes
+    streaming_config alone."""
     args = {**named_args, **kwargs}  # the launcher passes everything by keyword
     m_pad, n, k, use_dot = args["M_PAD"], args["N"], args["K"], args["USE_DOT"]
+    if m_pad == 1 and args["W"].element_size() == 2:
+        return [streaming_config(k, args["HAS_NORM"])]
     sms = sm_count(args["X"].device)
     kept = []
     for config in configs:
