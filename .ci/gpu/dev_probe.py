@@ -8,7 +8,7 @@ SDPA, split tuning at 32K), short (decode at 1K-4K: V-with-K, block, splits; the
 at 32K and 128K), prefill (prefill against its published version, carried in .probe/; block configs; time to
 first token), chain, engine, compile, profile (a kernel-time profile of one engine step), ttft (time to first token,
 and kernel-time profiles of the engine's prefill and HF's at 8192), m1 (the fixed batch-1 GEMV config: its error,
-then GEMV rows, chain, engine at every length and batch sweep).
+then GEMV rows, chain, engine at every length and batch sweep), floor (the engine at notebook 04's cache lengths).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel) measured code that was not kept: they are
 in commit bf9283d, with PERF_NOTES.md's verdict."""
 import gc
@@ -316,6 +316,16 @@ if "m1" in parts:
     results["batch_sweep"] = bench.batch_sweep(model, [1, 8, 32], 2048, bw)
     for r in results["batch_sweep"]:
         log(f"batch {r['batch']:2d} at 2048: {r['ms_per_step']:.3f} ms/step, {r['tok_per_s']:.0f} tok/s")
+    save()
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+
+if "floor" in parts:
+    # The engine (batch 1) at every cache length of notebook 04, then at 2048 once more
+    model = llama31_8b(dtype=torch.float16)
+    results["decode"] = bench.decode_sweep(model, [512, 1024, 2048, 4096, 8192, 32768, 131072, 2048], bw,
+                                           ["flashcore-engine"], log=log)
     save()
     del model
     gc.collect()
