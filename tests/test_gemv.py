@@ -17,10 +17,13 @@ def _randn(*shape, dtype, device, scale=1.0):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows, n, k", [(1, 96, 200), (3, 40, 300), (8, 64, 129), (17, 32, 520)])  # K off-block
-@pytest.mark.parametrize("config", [None, (16, 64, 2)])  # the default, and a forced split-K
+# the default, a forced split-K, and a streaming_config-shaped tile given with its warps and stages
+@pytest.mark.parametrize("config", [None, (16, 64, 2), (4, 4096, 1, 4, 3)])
 def test_error_within_twice_f_linear(rows, n, k, dtype, config, device):
     if dtype == torch.float32 and rows > 8 and config:
         pytest.skip("fp32 rows past 8 use the elementwise path, whose tile needs a smaller BLOCK_N")
+    if config and config[0] < 16 and rows > 1 and dtype != torch.float32:
+        pytest.skip("16-bit rows past 1 use tensor cores, which need BLOCK_N >= 16")
     x = _randn(rows, 2 * k, dtype=dtype, device=device)[:, ::2]  # non-contiguous x
     w = _randn(n, k, dtype=dtype, device=device, scale=0.05)
     out = torch.full((rows, n), float("nan"), dtype=dtype, device=device)
@@ -66,7 +69,27 @@ def test_bad_inputs_name_the_argument(device):
         (lambda: gemv(x, w, norm_weight=torch.randn(63, device=device, dtype=torch.float16)), "norm_weight"),
         (lambda: gemv(x, w[:, ::2]), "weight"),
         (lambda: gemv(x, w, config=(16, 64, 3)), "SPLIT_K"),
+        (lambda: gemv(x, w, config=(16, 64, 1, 4)), "config"),
     ]
     for call, word in cases:
         with pytest.raises((ValueError, TypeError), match=word):
             call()
+
+
+def test_one_row_takes_the_streaming_config():
+    """A 16-bit row gets streaming_config alone (no autotuning among configs the sweep found slower); fp32 and
+    more rows keep the autotuned space."""
+    from flashcore.ops.gemv import _configs, _prune, streaming_config
+
+    def picked(config):
+        return config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"], config.kwargs["SPLIT_K"], config.num_warps
+
+    assert picked(streaming_config(4096, has_norm=True)) == (4, 4096, 1, 4)    # qkv, gate/up, lm_head
+    assert picked(streaming_config(4096, has_norm=False)) == (8, 2048, 1, 4)   # o
+    assert picked(streaming_config(14336, has_norm=False)) == (8, 2048, 1, 4)  # down
+    assert picked(streaming_config(200, has_norm=True)) == (64, 256, 1, 4)     # a tiny model: a 64-row cap
+    w = torch.empty(4096, 4096, dtype=torch.float16)
+    args = dict(X=torch.empty(1, 4096, dtype=torch.float16), W=w, N=4096, K=4096, USE_DOT=False, HAS_NORM=False)
+    assert [picked(c) for c in _prune(_configs(), {}, M_PAD=1, **args)] == [(8, 2048, 1, 4)]
+    assert len(_prune(_configs(), {}, M_PAD=1, **dict(args, W=w.float()))) > 1
+    assert len(_prune(_configs(), {}, M_PAD=16, **dict(args, USE_DOT=True))) > 1

@@ -8,27 +8,9 @@ The parameters are device tensors, one value per sequence, so changing them need
 import torch
 
 
-ARGMAX_CHUNK = 1024
-
-
 def greedy(logits):
-    """The argmax token of each row (the first one on ties, as torch.argmax and generate() pick).
-
-    In two stages: the maximum of each 1024-wide chunk, then the first chunk holding the largest of them. One
-    torch.argmax over a 128K vocabulary runs as a single reduction per row, 36 us on an H200 (probe run15), longer
-    than a layer's attention; the chunks spread it over the GPU. Each stage keeps the first index on ties (and
-    treats NaN as the largest value), as torch.argmax does, so the result is the same token."""
-    batch, vocab = logits.shape
-    whole = vocab // ARGMAX_CHUNK * ARGMAX_CHUNK
-    if whole == 0:
-        return torch.argmax(logits, dim=-1)
-    chunk_max, chunk_arg = torch.max(logits[:, :whole].view(batch, -1, ARGMAX_CHUNK), dim=-1)
-    chunk_arg = chunk_arg + torch.arange(0, whole, ARGMAX_CHUNK, device=logits.device)
-    if whole < vocab:  # the ragged last chunk, after the whole ones
-        tail_max, tail_arg = torch.max(logits[:, whole:], dim=-1, keepdim=True)
-        chunk_max = torch.cat([chunk_max, tail_max], dim=-1)
-        chunk_arg = torch.cat([chunk_arg, tail_arg + whole], dim=-1)
-    return chunk_arg.gather(-1, torch.argmax(chunk_max, dim=-1, keepdim=True)).squeeze(-1)
+    """The argmax token of each row (the first one on ties, as torch.argmax and generate() pick)."""
+    return torch.argmax(logits, dim=-1)
 
 
 def sample(logits, temperature, top_k, top_p):

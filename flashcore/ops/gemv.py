@@ -11,7 +11,8 @@ Optional fusions remove the small kernels around each projection (each costs a l
 - ``activation="silu_mul"``: W is [gate; up] stacked ([2N, K]); y = silu(x·gateᵀ) * (x·upᵀ), rounded as
   ``act_fn(gate_proj(x)) * up_proj(x)`` is.
 Accumulation is fp32. Up to 8 rows reduce elementwise products (no padding of M to 16); 16-bit inputs with
-more rows use tl.dot.
+more rows use tl.dot. One 16-bit row (batch-1 decode, the case the floor is about) takes a fixed, measured
+launch config (streaming_config); other cases are autotuned per shape over a pruned list.
 """
 import torch
 import triton
