@@ -19,6 +19,7 @@
 # 01 ~140, 02 ~26, 05 ~130, 03 ~395, 06 ~90; a machine start ~30. The machine goes back 30 s after a call
 # returns: issue the next call at once, or setup and warm run again. Six notebooks fit one 30-minute machine as
 #   setup+warm | setup (next parts)+04+01 | 02+05 | 03 | 06   (about 1,300 s held).
+# On the H200 (2026-11-29, 16 cores): warm 16 ~69 s (one batch-1 config per shape now), a machine start ~60 s.
 # The machine's copy of the tree carries stale git metadata: pass the commit you carried, with a clean tree,
 # as FLASHCORE_COMMIT=<sha> (the results files record it; without it they record the stale HEAD).
 # The notebooks, results and figures a stage wrote come back as $OUT/<stage>.tar.gz; unpack them over the
