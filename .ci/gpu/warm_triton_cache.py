@@ -37,7 +37,8 @@ def _worker(index, workers, engine_only):
 
     tuner = gemv_module._gemv_autotuned
     tuner.configs = tuner.configs[index::workers]
-    tasks = [t for t in _tasks() if not engine_only or (t[2] == 1 and t[4] == "float16")]
+    tasks = [(n, k, m, fusion, dtype) for n, k, m, fusion, dtype in _tasks()
+             if not engine_only or (m == 1 and dtype == "float16")]
     for n, k, m, fusion, dtype in tasks:
         dtype = getattr(torch, dtype)
         x = torch.randn(m, k, dtype=dtype, device="cuda")
