@@ -5,8 +5,7 @@ numbers that steer the next change. Writes $OUT/probe_<parts>.json and logs as i
 
 Parts: check (GEMV and engine against torch/HF), host (launch costs), gemv, attn (decode attention against
 SDPA, split tuning at 32K), short (decode at 1K-4K: V-with-K, block, splits; the engine A/B), long (the same grid
-at 32K and 128K), prefill (prefill against its published version, carried in .probe/; block configs; time to
-first token), chain, engine, compile, profile (a kernel-time profile of one engine step), ttft (time to first token,
+at 32K and 128K), prefill (prefill against its published version, carried in .probe/; block configs), chain, engine, compile, profile (a kernel-time profile of one engine step), ttft (time to first token,
 and kernel-time profiles of the engine's prefill and HF's at 8192), m1 (the fixed batch-1 GEMV config: its error,
 then GEMV rows, chain, engine at every length and batch sweep), floor (the engine at notebook 04's cache lengths).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel) measured code that was not kept: they are
@@ -35,6 +34,12 @@ t0 = time.time()
 bw = copy_bandwidth()
 results["copy_bandwidth_TBps"] = bw / 1e12
 log(f"copy bandwidth {bw / 1e12:.3f} TB/s")
+
+
+def release():
+    """Give the memory of what a part deleted back to the device before the next part allocates."""
+    gc.collect()
+    torch.cuda.empty_cache()
 
 
 def save():
@@ -260,15 +265,7 @@ if "prefill" in parts:
             log(f"prefill config {config} {n}: {r}")
     prefill_module._launch_config = configured
     results["prefill_configs"] = variants
-    save()
-    model = llama31_8b(dtype=torch.float16)
-    results["ttft"] = bench.time_to_first_token(model, [2048, 8192, 32768])
-    for r in results["ttft"]:
-        log(f"ttft {r['prompt_len']:6d} {r['path']:18s} {r['ms']:.1f} ms")
-    save()
-    del model
-    gc.collect()
-    torch.cuda.empty_cache()
+    save()  # time to first token: part ttft
 
 if "m1" in parts:
     # The fixed batch-1 GEMV config (gemv.streaming_config): the engine's shapes and fusions within 2x F.linear's
@@ -322,8 +319,7 @@ if "m1" in parts:
         log(f"batch {r['batch']:2d} at 2048: {r['ms_per_step']:.3f} ms/step, {r['tok_per_s']:.0f} tok/s")
     save()
     del model
-    gc.collect()
-    torch.cuda.empty_cache()
+    release()
 
 if "floor" in parts:
     # The engine (batch 1) at every cache length of notebook 04, then at 2048 once more
@@ -332,8 +328,7 @@ if "floor" in parts:
                                            ["flashcore-engine"], log=log)
     save()
     del model
-    gc.collect()
-    torch.cuda.empty_cache()
+    release()
 
 if "ttft" in parts:
     from torch.profiler import ProfilerActivity, profile
@@ -358,8 +353,7 @@ if "ttft" in parts:
         log(name, profiles[name])
     results["prefill_profiles"] = profiles
     del engine, model
-    gc.collect()
-    torch.cuda.empty_cache()
+    release()
     save()
 
 if {"chain", "engine", "profile", "compile"} & set(parts):
