@@ -5,9 +5,10 @@ numbers that steer the next change. Writes $OUT/probe_<parts>.json and logs as i
 
 Parts: check (GEMV and engine against torch/HF), host (launch costs), gemv, attn (decode attention against
 SDPA, split tuning at 32K), short (decode at 1K-4K: V-with-K, block, splits; the engine A/B), long (the same grid
-at 32K and 128K), prefill (prefill against its published version, carried in .probe/; block configs), chain, engine, compile, profile (a kernel-time profile of one engine step), ttft (time to first token,
-and kernel-time profiles of the engine's prefill and HF's at 8192), m1 (the fixed batch-1 GEMV config: its error,
-then GEMV rows, chain, engine at every length and batch sweep), floor (the engine at notebook 04's cache lengths).
+at 32K and 128K), prefill (prefill against its published version, carried in .probe/; block configs), chain,
+engine, compile, profile (a kernel-time profile of one engine step), ttft (time to first token, and kernel-time
+profiles of the engine's prefill and HF's at 8192), m1 (the fixed batch-1 GEMV config: its error, then GEMV rows,
+chain, engine at every length and batch sweep), floor (the engine at notebook 04's cache lengths).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel) measured code that was not kept: they are
 in commit bf9283d, with PERF_NOTES.md's verdict."""
 import gc
