@@ -29,8 +29,6 @@ DECODE_BLOCK_N = 64
 # where this should help; off until measured against the published kernel (.ci/gpu/dev_probe.py short).
 DECODE_LOAD_V_WITH_K = False
 MAX_SPLITS = 64
-# Give each split one run of consecutive key blocks instead of every num_splits-th block? Off until measured.
-DECODE_CONTIGUOUS_SPLITS = False
 
 
 def num_splits(batch, kv_heads, max_len, sm_count, block_n=DECODE_BLOCK_N):
@@ -58,7 +56,7 @@ def _decode_split_kernel(
     GROUP_SIZE: tl.constexpr, BLOCK_H: tl.constexpr,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr, CONTIGUOUS_SPLITS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr,
 ):
     tl.static_assert(BLOCK_H >= GROUP_SIZE)
     # torch.compile hands a Python float over as fp64; keep the softmax state in fp32 whatever the caller
@@ -93,13 +91,7 @@ def _decode_split_kernel(
     acc = tl.zeros([BLOCK_H, HEAD_DIM_PADDED], dtype=tl.float32)
 
     first_block = kv_lo // BLOCK_N
-    if CONTIGUOUS_SPLITS:  # split s reads one run of consecutive blocks
-        per_split = tl.cdiv(tl.cdiv(kv_hi, BLOCK_N) - first_block, num_splits)
-        run_lo = (first_block + split * per_split) * BLOCK_N
-        start, stop, step = run_lo, tl.minimum(kv_hi, run_lo + per_split * BLOCK_N), BLOCK_N
-    else:
-        start, stop, step = (first_block + split) * BLOCK_N, kv_hi, num_splits * BLOCK_N
-    for start_n in range(start, stop, step):
+    for start_n in range((first_block + split) * BLOCK_N, kv_hi, num_splits * BLOCK_N):
         cols = start_n + offs_n
         col_ok = (cols >= kv_lo) & (cols < kv_hi)
         m_i, l_i, acc = attend_block(
@@ -245,11 +237,10 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
     split_strides = (query.stride(0), query.stride(1), query.stride(3),
                      key.stride(0), key.stride(1), key.stride(2), key.stride(3),
                      value.stride(0), value.stride(1), value.stride(2), value.stride(3))
-    block_n, load_v_with_k, contiguous = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K, DECODE_CONTIGUOUS_SPLITS
+    block_n, load_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K
     split_ints = int_key(split_strides)
     split_key = None if split_ints is None else (
-        query.dtype, group, head_dim, block_n, load_v_with_k, contiguous, kv_lens is not None, kv_start is not None,
-        split_ints,
+        query.dtype, group, head_dim, block_n, load_v_with_k, kv_lens is not None, kv_start is not None, split_ints,
         pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start))
     _split_launch.launch(
         (splits, batch * kv_heads),
@@ -260,7 +251,7 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
                      HEAD_DIM_PADDED=head_dim_padded, BLOCK_N=block_n, HAS_KV_LENS=kv_lens is not None,
                      HAS_KV_START=kv_start is not None,
                      DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # tf32: unused for 16-bit
-                     LOAD_V_WITH_K=load_v_with_k, CONTIGUOUS_SPLITS=contiguous,
+                     LOAD_V_WITH_K=load_v_with_k,
                      num_warps=4, num_stages=3 if on_gpu else 1))
     out_strides = (out.stride(0), out.stride(1), out.stride(3))
     out_ints = int_key(out_strides)

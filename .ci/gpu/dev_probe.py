@@ -8,10 +8,10 @@ SDPA, split tuning at 32K), short (decode at 1K-4K: V-with-K, block, splits; the
 at 32K and 128K), prefill (prefill against its published version, carried in .probe/; block configs), chain,
 engine, compile, profile (a kernel-time profile of one engine step), ttft (time to first token, and kernel-time
 profiles of the engine's prefill and HF's at 8192), m1 (the fixed batch-1 GEMV config: its error, then GEMV rows,
-chain, engine at every length and batch sweep), floor (the engine at notebook 04's cache lengths), contig (decode
-splits over runs of consecutive key blocks against round-robin blocks: kernel and engine).
-Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel) measured code that was not kept: they are
-in commit bf9283d, with PERF_NOTES.md's verdict."""
+chain, engine at every length and batch sweep), floor (the engine at notebook 04's cache lengths).
+Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel) and contig (decode splits over runs of
+consecutive key blocks) measured code that was not kept: they are in commits bf9283d and ac208e3, with
+PERF_NOTES.md's verdict."""
 import gc
 import json
 import os
@@ -319,35 +319,6 @@ if "m1" in parts:
     results["batch_sweep"] = bench.batch_sweep(model, [1, 8, 32], 2048, bw)
     for r in results["batch_sweep"]:
         log(f"batch {r['batch']:2d} at 2048: {r['ms_per_step']:.3f} ms/step, {r['tok_per_s']:.0f} tok/s")
-    save()
-    del model
-    release()
-
-if "contig" in parts:
-    # Decode splits over one run of consecutive key blocks each, against every num_splits-th block: the kernel
-    # in a graph over rotated caches (batch 1 at 8K-128K, batch 8 at 4K), then the engine, alternated twice.
-    import flashcore.decode as decode_module
-    rows, engine_rows = [], []
-    model = llama31_8b(dtype=torch.float16)
-    for repeat in range(2):
-        for contiguous in (False, True):
-            decode_module.DECODE_CONTIGUOUS_SPLITS = contiguous
-            for cache_len in (8192, 32768, 131072):
-                for r in kernel_bench.decode_tuning_rows(cache_len, bw, (16, 33)):
-                    rows.append(dict(r, contiguous=contiguous, repeat=repeat))
-                    log(f"decode {cache_len:6d} contiguous={contiguous:d} splits {r['splits']:2d}: "
-                        f"{r['graph_us']:7.2f} us ({r['bandwidth_fraction']:.0%})")
-            for r in kernel_bench.decode_attention_rows([4096], bw, batches=(8,)):
-                rows.append(dict(r, contiguous=contiguous, repeat=repeat))
-                log(f"decode B=8 4096 contiguous={contiguous:d}: py {r['flashcore_us']:.1f} "
-                    f"(sdpa {r['sdpa_gqa_us']:.1f}) graph {r['flashcore_graph_us']:.1f} (sdpa {r['sdpa_graph_us']:.1f})")
-            for r in bench.decode_sweep(model, [2048, 32768], bw, ["flashcore-engine"], log=lambda *a: None):
-                engine_rows.append(dict(r, contiguous=contiguous, repeat=repeat))
-                log(f"engine contiguous={contiguous:d} rep {repeat} cache {r['cache_len']:6d}: "
-                    f"{r['ms_per_token']:.4f} ms ({r['ratio_to_floor']:.4f}x)")
-            save()
-    decode_module.DECODE_CONTIGUOUS_SPLITS = False
-    results["contig_kernel"], results["contig_engine"] = rows, engine_rows
     save()
     del model
     release()
