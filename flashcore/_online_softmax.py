@@ -20,19 +20,31 @@ def attend_block(q, m_i, l_i, acc, kt_ptrs, kt_mask, v_ptrs, v_mask, visible, qk
     if LOAD_V_WITH_K:
         v = _load(v_ptrs, v_mask, MASKED)
     kt = _load(kt_ptrs, kt_mask, MASKED)
+    m_new, l_i, p, alpha = softmax_step(q, m_i, l_i, kt, visible, qk_scale_log2, DOT_PRECISION, MASKED)
+    if not LOAD_V_WITH_K:
+        v = _load(v_ptrs, v_mask, MASKED)
+    return m_new, l_i, accumulate(acc, alpha, p, v, DOT_PRECISION)
+
+
+@triton.jit
+def softmax_step(q, m_i, l_i, kt, visible, qk_scale_log2, DOT_PRECISION: tl.constexpr, MASKED: tl.constexpr):
+    """The scores of q against one loaded key block kt [D, N]: (new row max, new denominator, probabilities p,
+    alpha, the factor that rescales what was accumulated under the old max)."""
     qk = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale_log2
     if MASKED:
         qk = tl.where(visible, qk, float("-inf"))
     # the new row max; a row with nothing visible yet keeps -inf and must add exactly zero
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.math.exp2(m_i - m_safe)  # rescales what was accumulated under the old max
+    alpha = tl.math.exp2(m_i - m_safe)
     p = tl.math.exp2(qk - m_safe[:, None])
-    l_i = l_i * alpha + tl.sum(p, 1)
-    if not LOAD_V_WITH_K:
-        v = _load(v_ptrs, v_mask, MASKED)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-    return m_new, l_i, acc
+    return m_new, l_i * alpha + tl.sum(p, 1), p, alpha
+
+
+@triton.jit
+def accumulate(acc, alpha, p, v, DOT_PRECISION: tl.constexpr):
+    """acc rescaled by alpha, plus p · v for one loaded value block v [N, D]."""
+    return acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
 
 
 @triton.jit

@@ -22,7 +22,8 @@ import triton.language as tl
 
 from flashcore import _validate
 from flashcore._launch import FastLaunch, int_key, pointer_key
-from flashcore._online_softmax import LOG2E, attend_block, finish
+from flashcore._online_softmax import LOG2E, accumulate, attend_block, finish, softmax_step
+from flashcore.ops.rope_append import rotate
 
 DECODE_BLOCK_N = 64
 # Issue each block's V load beside its K load (see attend_block)? A split holds one or two blocks at short caches,
@@ -46,19 +47,21 @@ def num_splits(batch, kv_heads, max_len, sm_count, block_n=DECODE_BLOCK_N):
 
 
 # Lengths change every call (a new token, a new prompt): compile once for all of them.
-@triton.jit(do_not_specialize=["kv_heads", "kv_len", "num_splits"])
+@triton.jit(do_not_specialize=["kv_heads", "kv_len", "num_splits", "max_positions", "prefetch_lines"])
 def _decode_split_kernel(
-    Q, K, V, PartialOut, PartialLse, KvLens, KvStart,
+    Q, K, V, PartialOut, PartialLse, KvLens, KvStart, Cos, Sin, Prefetch,
     stride_qb, stride_qh, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
-    kv_heads, kv_len, num_splits, qk_scale_log2,
+    stride_table,
+    kv_heads, kv_len, num_splits, qk_scale_log2, max_positions, prefetch_lines,
     GROUP_SIZE: tl.constexpr, BLOCK_H: tl.constexpr,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr, ROPE: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     tl.static_assert(BLOCK_H >= GROUP_SIZE)
+    tl.static_assert(HAS_KV_LENS or not ROPE)
     # torch.compile hands a Python float over as fp64; keep the softmax state in fp32 whatever the caller
     qk_scale_log2 = tl.cast(qk_scale_log2, tl.float32)
     split = tl.program_id(0)
@@ -80,18 +83,52 @@ def _decode_split_kernel(
     mask_d = offs_d < HEAD_DIM
     q_heads = off_hkv * GROUP_SIZE + offs_h
 
-    q_ptrs = Q + off_b.to(tl.int64) * stride_qb + q_heads[:, None].to(tl.int64) * stride_qh \
-        + offs_d[None, :] * stride_qd
-    q = tl.load(q_ptrs, mask=mask_h[:, None] & mask_d[None, :], other=0.0)
+    q_row = Q + off_b.to(tl.int64) * stride_qb
+    q_ptrs = q_row + q_heads[:, None].to(tl.int64) * stride_qh + offs_d[None, :] * stride_qd
+    q_mask = mask_h[:, None] & mask_d[None, :]
+    q = tl.load(q_ptrs, mask=q_mask, other=0.0)
     k_base = K + off_b.to(tl.int64) * stride_kb + off_hkv.to(tl.int64) * stride_kh
     v_base = V + off_b.to(tl.int64) * stride_vb + off_hkv.to(tl.int64) * stride_vh
+
+    first_block = kv_lo // BLOCK_N
+    loop_hi = kv_hi
+    if ROPE:
+        # Q is this step's QKV projection: rotate the queries, and the new key, which goes to row kv_lens - 1
+        # along with its value (written by split 0; the split that owns that row's block uses the registers).
+        new_row = tl.load(KvLens + off_b) - 1
+        position = new_row
+        if HAS_KV_START:
+            position = new_row - tl.load(KvStart + off_b)
+        position = tl.minimum(tl.maximum(position, 0), max_positions - 1)  # left padding is never attended
+        half = HEAD_DIM // 2
+        first_half = offs_d < half
+        partner_d = tl.where(first_half, offs_d + half, offs_d - half)
+        table = position.to(tl.int64) * stride_table + offs_d % half
+        cos = tl.load(Cos + table, mask=mask_d, other=0.0).to(tl.float32)
+        sin = tl.load(Sin + table, mask=mask_d, other=0.0).to(tl.float32)
+        q_partner = tl.load(q_row + q_heads[:, None].to(tl.int64) * stride_qh + partner_d[None, :] * stride_qd,
+                            mask=q_mask, other=0.0)
+        q = rotate(q, q_partner, cos[None, :], sin[None, :], first_half[None, :])
+        k_src = q_row + (kv_heads * GROUP_SIZE + off_hkv).to(tl.int64) * stride_qh
+        v_src = k_src + kv_heads * stride_qh
+        k_new = rotate(tl.load(k_src + offs_d * stride_qd, mask=mask_d, other=0.0),
+                       tl.load(k_src + partner_d * stride_qd, mask=mask_d, other=0.0), cos, sin, first_half)
+        v_new = tl.load(v_src + offs_d * stride_qd, mask=mask_d, other=0.0)
+        in_cache = (new_row >= 0) & (new_row < kv_len)  # whatever kv_lens holds, nothing is written outside
+        new_row_ok = mask_d & in_cache & (split == 0)
+        tl.store(k_base + new_row.to(tl.int64) * stride_kn + offs_d * stride_kd, k_new, mask=new_row_ok)
+        tl.store(v_base + new_row.to(tl.int64) * stride_vn + offs_d * stride_vd, v_new, mask=new_row_ok)
+        new_block = new_row // BLOCK_N
+        loop_hi = tl.where(in_cache, tl.minimum(kv_hi, new_block * BLOCK_N), kv_hi)
+
+    if PREFETCH:
+        _prefetch_share(Prefetch, prefetch_lines, split + num_splits * off_bh, tl.num_programs(0) * tl.num_programs(1))
 
     m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
     acc = tl.zeros([BLOCK_H, HEAD_DIM_PADDED], dtype=tl.float32)
 
-    first_block = kv_lo // BLOCK_N
-    for start_n in range((first_block + split) * BLOCK_N, kv_hi, num_splits * BLOCK_N):
+    for start_n in range((first_block + split) * BLOCK_N, loop_hi, num_splits * BLOCK_N):
         cols = start_n + offs_n
         col_ok = (cols >= kv_lo) & (cols < kv_hi)
         m_i, l_i, acc = attend_block(
@@ -100,11 +137,44 @@ def _decode_split_kernel(
             v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd, col_ok[:, None] & mask_d[None, :],
             col_ok[None, :], qk_scale_log2, DOT_PRECISION, LOAD_V_WITH_K, MASKED=True)
 
+    if ROPE:
+        # The new row's block, last in its split's round-robin order as in the loop, with the new key and value
+        # taken from registers: the cache row may not be written yet, and what a load finds there is replaced.
+        start_n = new_block * BLOCK_N
+        owner = in_cache & (start_n < kv_hi) & (new_block >= first_block + split) \
+            & ((new_block - first_block - split) % num_splits == 0)
+        if owner:
+            cols = start_n + offs_n
+            col_ok = (cols >= kv_lo) & (cols < kv_hi)
+            is_new = cols == new_row
+            kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                         mask=col_ok[None, :] & mask_d[:, None], other=0.0)
+            kt = tl.where(is_new[None, :], k_new[:, None], kt)
+            m_i, l_i, p, alpha = softmax_step(q, m_i, l_i, kt, col_ok[None, :], qk_scale_log2, DOT_PRECISION,
+                                              MASKED=True)
+            v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                        mask=col_ok[:, None] & mask_d[None, :], other=0.0)
+            v = tl.where(is_new[:, None], v_new[None, :], v)
+            acc = accumulate(acc, alpha, p, v, DOT_PRECISION)
+
     # Partial result, normalised within the split; a split with no keys writes zeros and lse -inf.
     out, lse_log2 = finish(m_i, l_i, acc)
     row = (off_b * kv_heads * GROUP_SIZE + q_heads).to(tl.int64) * num_splits + split  # [B, Hq, splits] order
     tl.store(PartialOut + row[:, None] * HEAD_DIM_PADDED + offs_d[None, :], out, mask=mask_h[:, None])
     tl.store(PartialLse + row, lse_log2, mask=mask_h)
+
+
+@triton.jit
+def _prefetch_share(Prefetch, lines, program, programs):
+    """Ask L2 for this program's share of `lines` 128-byte lines from Prefetch on: fire and forget, keeping them
+    with the evict_last priority, so that the kernel after this one finds them there."""
+    per_program = tl.cdiv(lines, programs)
+    offs = tl.arange(0, 256)
+    for start in range(program * per_program, (program + 1) * per_program, 256):
+        line = tl.minimum(start + offs, lines - 1).to(tl.int64)
+        tl.inline_asm_elementwise("mov.u32 $0, 0;\n\tprefetch.global.L2::evict_last [$1];", "=r,l",
+                                  [Prefetch.cast(tl.pointer_type(tl.int8)) + line * 128], dtype=tl.int32,
+                                  is_pure=False, pack=1)
 
 
 @triton.jit(do_not_specialize=["q_heads", "num_splits"])
@@ -205,6 +275,49 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
         kept per device, grown when needed); pass your own to capture a first call in a CUDA graph.
     Returns out [B, Hq, 1, D] (laid out [B, 1, Hq, D] in memory). A sequence with no valid key gives zeros.
     """
+    return _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace, rope=None)
+
+
+def rope_decode_attention(qkv, cos, sin, key, value, *, kv_lens, kv_start=None, scale=None, splits=None, out=None,
+                          workspace=None, prefetch=None):
+    """`rope_append` of one new token per sequence and `decode_attention` in one launch (the engine's decode
+    step): qkv [B, (Hq + 2·Hkv)·D] is this step's QKV projection. Its queries and key are rotated at position
+    kv_lens[b] - 1 - kv_start[b] with the cos, sin tables of `rope_append.rope_tables`; the rotated key and the
+    value are written to cache row kv_lens[b] - 1 (no row outside the cache is written), and the queries attend
+    every valid row, that one included. kv_lens is required. Other arguments as in decode_attention; returns out
+    [B, Hq, 1, D], bitwise what rope_append followed by decode_attention gives.
+
+    prefetch: optional contiguous CUDA tensor (the next kernel's weights) that the programs ask L2 for while they
+    wait on the cache, for the next kernel to find there. Ignored off CUDA."""
+    if not isinstance(qkv, torch.Tensor) or qkv.dim() != 2:
+        raise ValueError(f"qkv must be a tensor of rank 2 [B, (Hq + 2*Hkv)*D], got "
+                         f"{getattr(qkv, 'shape', type(qkv).__name__)}")
+    _validate.check_tensor("key", key)
+    if kv_lens is None:
+        raise ValueError("kv_lens is required: the new token goes to row kv_lens - 1")
+    batch, width = qkv.shape
+    kv_heads, head_dim = key.shape[1], key.shape[3]
+    if head_dim % 2 or width % head_dim or width // head_dim <= 2 * kv_heads:
+        raise ValueError(f"qkv width {width} must be (Hq + 2*Hkv) * D with Hkv={kv_heads}, Hq >= 1 and an even "
+                         f"D={head_dim} (from key {tuple(key.shape)})")
+    if cos.shape != sin.shape or cos.dim() != 2 or cos.shape[1] != head_dim // 2:
+        raise ValueError(f"cos and sin must both be [positions, {head_dim // 2}], got {tuple(cos.shape)} and "
+                         f"{tuple(sin.shape)}")
+    for name, t in (("qkv", qkv), ("cos", cos), ("sin", sin)):
+        _validate.check_same(name, t, "key", key)
+        if t.stride(-1) != 1:
+            raise ValueError(f"{name} must be contiguous along its last dimension, got strides {t.stride()}")
+    q_heads = width // head_dim - 2 * kv_heads
+    query = qkv[:, :q_heads * head_dim].view(batch, q_heads, 1, head_dim)
+    if prefetch is not None and (not isinstance(prefetch, torch.Tensor) or not prefetch.is_contiguous()):
+        raise ValueError("prefetch must be a contiguous tensor or None")
+    if prefetch is not None and (prefetch.device.type != "cuda" or prefetch.numel() == 0):
+        prefetch = None
+    return _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace, rope=(cos, sin),
+                   prefetch=prefetch)
+
+
+def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace, rope, prefetch=None):
     batch, q_heads, kv_heads, q_len, kv_len, head_dim = _validate.check_attention_call(query, key, value, kv_lens,
                                                                                        kv_start)
     if q_len != 1:
@@ -232,26 +345,31 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
     elif workspace.partial_out.device != query.device:
         raise ValueError(f"workspace device {workspace.partial_out.device} does not match query device "
                          f"{query.device}")
+    cos, sin = rope if rope is not None else (None, None)
     group = q_heads // kv_heads
     on_gpu = query.device.type == "cuda"
     split_strides = (query.stride(0), query.stride(1), query.stride(3),
                      key.stride(0), key.stride(1), key.stride(2), key.stride(3),
-                     value.stride(0), value.stride(1), value.stride(2), value.stride(3))
+                     value.stride(0), value.stride(1), value.stride(2), value.stride(3),
+                     0 if cos is None else cos.stride(0))
     block_n, load_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K
     split_ints = int_key(split_strides)
     split_key = None if split_ints is None else (
-        query.dtype, group, head_dim, block_n, load_v_with_k, kv_lens is not None, kv_start is not None, split_ints,
-        pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start))
+        query.dtype, group, head_dim, block_n, load_v_with_k, kv_lens is not None, kv_start is not None,
+        rope is not None, split_ints,
+        pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start),
+        pointer_key(cos), pointer_key(sin), prefetch is not None)
     _split_launch.launch(
         (splits, batch * kv_heads),
-        (query, key, value, workspace.partial_out, workspace.partial_lse, kv_lens, kv_start, *split_strides,
-         kv_heads, kv_len, splits, scale * LOG2E),
+        (query, key, value, workspace.partial_out, workspace.partial_lse, kv_lens, kv_start, cos, sin, prefetch,
+         *split_strides, kv_heads, kv_len, splits, scale * LOG2E, 1 if cos is None else cos.shape[0],
+         0 if prefetch is None else triton.cdiv(prefetch.numel() * prefetch.element_size(), 128)),
         split_key,
         lambda: dict(GROUP_SIZE=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
                      HEAD_DIM_PADDED=head_dim_padded, BLOCK_N=block_n, HAS_KV_LENS=kv_lens is not None,
                      HAS_KV_START=kv_start is not None,
                      DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # tf32: unused for 16-bit
-                     LOAD_V_WITH_K=load_v_with_k,
+                     LOAD_V_WITH_K=load_v_with_k, ROPE=rope is not None, PREFETCH=prefetch is not None,
                      num_warps=4, num_stages=3 if on_gpu else 1))
     out_strides = (out.stride(0), out.stride(1), out.stride(3))
     out_ints = int_key(out_strides)

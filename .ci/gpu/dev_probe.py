@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import flashcore  # noqa: F401
+from flashcore.decode import decode_attention
 from flashcore.ops.gemv import gemv
 from integration import bench, kernel_bench
 from integration.engine import FlashCoreEngine
@@ -107,7 +108,6 @@ if "check" in parts:
 
 if "host" in parts:
     import timeit
-    from flashcore import decode_attention
     import triton
     import triton.language as tl
     from flashcore.decode import DecodeWorkspace
@@ -321,6 +321,98 @@ if "m1" in parts:
         log(f"batch {r['batch']:2d} at 2048: {r['ms_per_step']:.3f} ms/step, {r['tok_per_s']:.0f} tok/s")
     save()
     del model
+    release()
+
+if "fuse" in parts:
+    # RoPE and the cache append inside the decode split kernel (rope_decode_attention) against the two kernels it
+    # replaces: bitwise on the 8B heads, then the engine alternated twice, with and without an L2 prefetch of the
+    # O projection's weights from the attention kernel.
+    import flashcore.decode as decode_module
+    import flashcore.engine.runner as runner_module
+    import flashcore.engine.step as step_module
+    from flashcore.ops.rope_append import rope_append, rope_tables
+
+    mismatches, cases = [], 0
+    for dtype in (torch.float16, torch.bfloat16):
+        lens = torch.tensor([1, 700, 2048, 4097], dtype=torch.int32, device="cuda")
+        start = torch.tensor([0, 5, 0, 130], dtype=torch.int32, device="cuda")
+        cache = torch.randn(2, 4, 8, 4160, 128, device="cuda", dtype=dtype)
+        qkv = torch.randn(4, 48 * 128, device="cuda", dtype=dtype)
+        inv_freq = 1.0 / (500000 ** (torch.arange(0, 128, 2, dtype=torch.float32, device="cuda") / 128))
+        cos, sin = rope_tables(inv_freq, 1.0, 8192, dtype)
+        for splits in (1, 16, 33):
+            key, value = cache[0].clone(), cache[1].clone()
+            q = torch.empty(4, 1, 32, 128, device="cuda", dtype=dtype)
+            rope_append(qkv[:, None], cos, sin, key, value, lens - 1, q_out=q, kv_start=start)
+            want = decode_attention(q.transpose(1, 2), key, value, kv_lens=lens, kv_start=start, splits=splits)
+            for prefetch in (None, torch.randn(4096, 4096, device="cuda", dtype=dtype)):
+                key2, value2 = cache[0].clone(), cache[1].clone()
+                got = decode_module.rope_decode_attention(qkv, cos, sin, key2, value2, kv_lens=lens, kv_start=start,
+                                                          splits=splits, prefetch=prefetch)
+                cases += 1
+                if not (torch.equal(got, want) and torch.equal(key2, key) and torch.equal(value2, value)):
+                    mismatches.append(f"{dtype} splits {splits} prefetch {prefetch is not None}: "
+                                      f"{(got.float() - want.float()).abs().max().item()}")
+    results["fuse_check"] = {"cases": cases, "mismatches": mismatches}
+    log(f"rope_decode_attention: {cases - len(mismatches)}/{cases} bitwise equal; {mismatches}")
+
+    fused_step = step_module.decode_step
+
+    def two_kernel_step(weights, state, b, projections="gemv"):
+        """The step as published: rope_append into a query buffer, then decode_attention."""
+        batch = b.tokens.shape[0]
+        if not hasattr(b, "q"):
+            b.q = torch.empty(batch, 1, weights.shape.q_heads, weights.shape.head_dim, dtype=weights.dtype,
+                              device=weights.device)
+        write_pos, kv_start = state.write_pos[:batch], state.kv_start[:batch]
+        torch.index_select(weights.embed, 0, b.tokens, out=b.h)
+        torch.add(write_pos, 1, out=b.kv_lens)
+        eps = weights.shape.rms_eps
+        for index, layer in enumerate(weights.layers):
+            gemv(b.h, layer.qkv, norm_weight=layer.attn_norm, eps=eps, out=b.qkv)
+            rope_append(b.qkv.view(batch, 1, -1), weights.rope_cos, weights.rope_sin, state.key[index],
+                        state.value[index], write_pos, q_out=b.q, kv_start=kv_start)
+            decode_attention(b.q.transpose(1, 2), state.key[index, :batch], state.value[index, :batch],
+                             kv_lens=b.kv_lens, kv_start=kv_start, splits=b.splits, out=b.attn.transpose(1, 2),
+                             workspace=b.workspace)
+            gemv(b.attn.view(batch, -1), layer.o, residual=b.h, out=b.h)
+            gemv(b.h, layer.gate_up, norm_weight=layer.mlp_norm, eps=eps, activation="silu_mul", out=b.act)
+            gemv(b.act, layer.down, residual=b.h, out=b.h)
+        step_module._norm_linear(b.h, weights.final_norm, weights.lm_head, eps, b.logits, True)
+        write_pos.copy_(b.kv_lens)
+        return b.logits
+
+    model = llama31_8b(dtype=torch.float16)
+    variants = [("two kernels", two_kernel_step, 0.0), ("fused", fused_step, 0.0),
+                ("fused+prefetch 0.5", fused_step, 0.5), ("fused+prefetch 1.0", fused_step, 1.0)]
+    engine_rows = []
+    for repeat in range(2):
+        for name, step_fn, fraction in variants:
+            runner_module.decode_step, step_module.PREFETCH_O_FRACTION = step_fn, fraction
+            for r in bench.decode_sweep(model, [512, 2048, 8192, 32768], bw, ["flashcore-engine"],
+                                        log=lambda *a: None):
+                engine_rows.append(dict(r, variant=name, repeat=repeat))
+                log(f"engine {name:20s} rep {repeat} cache {r['cache_len']:6d}: {r['ms_per_token']:.4f} ms "
+                    f"({r['ratio_to_floor']:.4f}x)")
+            save()
+    runner_module.decode_step, step_module.PREFETCH_O_FRACTION = fused_step, 0.0
+    results["fuse_engine"] = engine_rows
+    # same tokens from both steps: a left-padded batch on the 8B shape, greedy
+    small = llama31_8b(dtype=torch.float16, num_layers=4)
+    ids = torch.randint(0, 128000, (2, 24), device="cuda")
+    mask = torch.ones_like(ids)
+    mask[1, :7] = 0
+    outs = {}
+    for name, step_fn, fraction in variants:
+        runner_module.decode_step, step_module.PREFETCH_O_FRACTION = step_fn, fraction
+        engine = FlashCoreEngine(small, max_batch_size=2, max_seq_len=128)
+        outs[name] = engine.generate(ids, attention_mask=mask, max_new_tokens=40).tolist()
+        del engine
+    runner_module.decode_step, step_module.PREFETCH_O_FRACTION = fused_step, 0.0
+    results["fuse_tokens_equal"] = {name: outs[name] == outs["two kernels"] for name in outs}
+    log("same tokens as the two-kernel step:", results["fuse_tokens_equal"])
+    save()
+    del model, small
     release()
 
 if "floor" in parts:

@@ -3,8 +3,8 @@ for one new token per sequence.
 
 Prefill is compute-bound, so it runs cuBLAS GEMMs and torch elementwise ops (the same ops, in the same order,
 as Hugging Face's LlamaDecoderLayer), with the RoPE/cache-append and prefill-attention kernels in between.
-A decode step is bandwidth-bound: with ``projections="gemv"`` each layer is five FlashCore kernels —
-  QKV GEMV (RMSNorm in its prologue) -> RoPE + cache append -> split-K decode attention
+A decode step is bandwidth-bound: with ``projections="gemv"`` each layer is six FlashCore kernels —
+  QKV GEMV (RMSNorm in its prologue) -> split-K decode attention (RoPE and the cache append folded in) -> merge
   -> O GEMV (+ residual) -> gate/up GEMV (RMSNorm prologue, SiLU·mul epilogue) -> down GEMV (+ residual)
 and ``projections="cublas"`` runs the projections through cuBLAS with torch ops around them, for comparison.
 Neither function reads anything on the host, so a decode step can be captured in a CUDA graph.
@@ -14,12 +14,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from flashcore.decode import DecodeWorkspace, decode_attention, num_splits, sm_count
+from flashcore.decode import DecodeWorkspace, num_splits, rope_decode_attention, sm_count
 from flashcore.ops.gemv import gemv
 from flashcore.ops.rope_append import rope_append
 from flashcore.prefill import prefill_attention
 
 PROJECTIONS = ("gemv", "cublas")
+# Share of each layer's O-projection weights that the decode attention kernel asks L2 for while it waits on the
+# cache (0: none). Off until measured (.ci/gpu/dev_probe.py prefetch).
+PREFETCH_O_FRACTION = 0.0
 
 
 def rms_norm(x, weight, eps):
@@ -70,7 +73,6 @@ class DecodeBuffers:
     tokens: torch.Tensor   # int64 [B]: the input token of each sequence
     h: torch.Tensor        # [B, hidden]: the residual stream
     qkv: torch.Tensor      # [B, (Hq + 2 Hkv) D]
-    q: torch.Tensor        # [B, 1, Hq, D]: rotated queries
     attn: torch.Tensor     # [B, 1, Hq, D]
     act: torch.Tensor      # [B, intermediate]
     logits: torch.Tensor   # [B, vocab]
@@ -89,7 +91,7 @@ class DecodeBuffers:
         # find no keys and cost one early exit (and a -inf partial that the merge weighs as zero).
         splits = num_splits(batch, s.kv_heads, max_len, sm_count(device))
         return cls(tokens=torch.zeros(batch, dtype=torch.int64, device=device), h=empty(batch, s.hidden),
-                   qkv=empty(batch, s.qkv_width), q=empty(batch, 1, s.q_heads, s.head_dim),
+                   qkv=empty(batch, s.qkv_width),
                    attn=empty(batch, 1, s.q_heads, s.head_dim), act=empty(batch, s.intermediate),
                    logits=empty(batch, s.vocab), kv_lens=torch.zeros(batch, dtype=torch.int32, device=device),
                    workspace=DecodeWorkspace.for_shape(batch, s.q_heads, s.head_dim, splits, device),
@@ -111,17 +113,20 @@ def decode_step(weights, state, buffers, projections="gemv"):
     torch.add(write_pos, 1, out=b.kv_lens)
     for index, layer in enumerate(weights.layers):
         _norm_linear(b.h, layer.attn_norm, layer.qkv, eps, b.qkv, fused)
-        rope_append(b.qkv.view(batch, 1, -1), weights.rope_cos, weights.rope_sin, state.key[index],
-                    state.value[index], write_pos, q_out=b.q, kv_start=kv_start)
-        decode_attention(b.q.transpose(1, 2), state.key[index, :batch], state.value[index, :batch],
-                         kv_lens=b.kv_lens, kv_start=kv_start, splits=b.splits, out=b.attn.transpose(1, 2),
-                         workspace=b.workspace)
+        rope_decode_attention(b.qkv, weights.rope_cos, weights.rope_sin, state.key[index, :batch],
+                              state.value[index, :batch], kv_lens=b.kv_lens, kv_start=kv_start, splits=b.splits,
+                              out=b.attn.transpose(1, 2), workspace=b.workspace,
+                              prefetch=_prefetch_share(layer.o) if fused else None)
         _linear_add(b.attn.view(batch, -1), layer.o, b.h, fused)
         _norm_linear_silu_mul(b.h, layer.mlp_norm, layer.gate_up, eps, b.act, fused)
         _linear_add(b.act, layer.down, b.h, fused)
     _norm_linear(b.h, weights.final_norm, weights.lm_head, eps, b.logits, fused)
     write_pos.copy_(b.kv_lens)
     return b.logits
+
+
+def _prefetch_share(weight):
+    return weight.view(-1)[:int(PREFETCH_O_FRACTION * weight.numel())] if PREFETCH_O_FRACTION else None
 
 
 def _norm_linear(x, norm_weight, weight, eps, out, fused):

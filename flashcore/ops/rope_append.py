@@ -26,6 +26,18 @@ def rope_tables(inv_freq, attention_scaling, max_positions, dtype):
     return (angles.cos() * attention_scaling).to(dtype), (angles.sin() * attention_scaling).to(dtype)
 
 
+@triton.jit
+def rotate(x, partner, cos, sin, first_half):
+    """x * cos + rotate_half(x) * sin, elementwise, where partner is the element half a head away (rotate_half(x)
+    is -partner in the first half of the head and +partner in the second); cos, sin in fp32. Each product is
+    rounded to x's dtype, then the sum, as torch rounds them (the roundings also keep the compiler from
+    contracting a product and the sum into one FMA)."""
+    ty = x.dtype
+    a = (x.to(tl.float32) * cos).to(ty).to(tl.float32)
+    b = (partner.to(tl.float32) * sin).to(ty).to(tl.float32)
+    return tl.where(first_half, a - b, a + b).to(ty)
+
+
 @triton.jit(do_not_specialize=["seq_len", "max_len", "max_positions"])
 def _rope_append_kernel(
     QKV, Cos, Sin, KCache, VCache, QOut, WritePos, KvStart,
@@ -54,11 +66,8 @@ def _rope_append_kernel(
     token = QKV + off_b.to(tl.int64) * stride_xb + s.to(tl.int64) * stride_xs
     x1 = tl.load(token + head * 2 * HALF_DIM + offs, mask=mask, other=0.0)
     x2 = tl.load(token + head * 2 * HALF_DIM + HALF_DIM + offs, mask=mask, other=0.0)
-    ty = x1.dtype
-    x1f, x2f = x1.to(tl.float32), x2.to(tl.float32)
-    # out = x * cos + rotate_half(x) * sin, with rotate_half(x) = (-x2, x1); each product rounded as torch does
-    out1 = ((x1f * cos).to(ty).to(tl.float32) - (x2f * sin).to(ty).to(tl.float32)).to(ty)
-    out2 = ((x2f * cos).to(ty).to(tl.float32) + (x1f * sin).to(ty).to(tl.float32)).to(ty)
+    out1 = rotate(x1, x2, cos, sin, True)
+    out2 = rotate(x2, x1, cos, sin, False)
 
     if head < Q_HEADS:
         q_row = QOut + off_b.to(tl.int64) * stride_qb + s.to(tl.int64) * stride_qs + head * stride_qh
