@@ -173,7 +173,7 @@ def _prefetch_share(Prefetch, lines, program, programs):
     for start in range(program * per_program, (program + 1) * per_program, 256):
         line = tl.minimum(start + offs, lines - 1).to(tl.int64)
         tl.inline_asm_elementwise("mov.u32 $0, 0;\n\tprefetch.global.L2::evict_last [$1];", "=r,l",
-                                  [Prefetch.cast(tl.pointer_type(tl.int8)) + line * 128], dtype=tl.int32,
+                                  [Prefetch.to(tl.pointer_type(tl.int8)) + line * 128], dtype=tl.int32,
                                   is_pure=False, pack=1)
 
 
