@@ -38,7 +38,7 @@ if "TRITON_INTERPRET" not in _os.environ:
 
 from flashcore.api import attention_with_kv_cache  # noqa: E402
 from flashcore.cache import KVCache  # noqa: E402
-from flashcore.decode import DecodeWorkspace, decode_attention, num_splits  # noqa: E402
+from flashcore.decode import DecodeWorkspace, decode_attention, num_splits, rope_decode_attention  # noqa: E402
 from flashcore.ops.gemv import gemv  # noqa: E402
 from flashcore.ops.rope_append import rope_append, rope_tables  # noqa: E402
 from flashcore.prefill import prefill_attention  # noqa: E402
@@ -57,5 +57,6 @@ __all__ = [
     "num_splits",
     "prefill_attention",
     "rope_append",
+    "rope_decode_attention",
     "rope_tables",
 ]

@@ -47,18 +47,18 @@ def num_splits(batch, kv_heads, max_len, sm_count, block_n=DECODE_BLOCK_N):
 
 
 # Lengths change every call (a new token, a new prompt): compile once for all of them.
-@triton.jit(do_not_specialize=["kv_heads", "kv_len", "num_splits", "max_positions", "prefetch_lines"])
+@triton.jit(do_not_specialize=["kv_heads", "kv_len", "num_splits", "max_positions"])
 def _decode_split_kernel(
-    Q, K, V, PartialOut, PartialLse, KvLens, KvStart, Cos, Sin, Prefetch,
+    Q, K, V, PartialOut, PartialLse, KvLens, KvStart, Cos, Sin,
     stride_qb, stride_qh, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_table,
-    kv_heads, kv_len, num_splits, qk_scale_log2, max_positions, prefetch_lines,
+    kv_heads, kv_len, num_splits, qk_scale_log2, max_positions,
     GROUP_SIZE: tl.constexpr, BLOCK_H: tl.constexpr,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr, ROPE: tl.constexpr, PREFETCH: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr, ROPE: tl.constexpr,
 ):
     tl.static_assert(BLOCK_H >= GROUP_SIZE)
     tl.static_assert(HAS_KV_LENS or not ROPE)
@@ -121,9 +121,6 @@ def _decode_split_kernel(
         new_block = new_row // BLOCK_N
         loop_hi = tl.where(in_cache, tl.minimum(kv_hi, new_block * BLOCK_N), kv_hi)
 
-    if PREFETCH:
-        _prefetch_share(Prefetch, prefetch_lines, split + num_splits * off_bh, tl.num_programs(0) * tl.num_programs(1))
-
     m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
     acc = tl.zeros([BLOCK_H, HEAD_DIM_PADDED], dtype=tl.float32)
@@ -162,19 +159,6 @@ def _decode_split_kernel(
     row = (off_b * kv_heads * GROUP_SIZE + q_heads).to(tl.int64) * num_splits + split  # [B, Hq, splits] order
     tl.store(PartialOut + row[:, None] * HEAD_DIM_PADDED + offs_d[None, :], out, mask=mask_h[:, None])
     tl.store(PartialLse + row, lse_log2, mask=mask_h)
-
-
-@triton.jit
-def _prefetch_share(Prefetch, lines, program, programs):
-    """Ask L2 for this program's share of `lines` 128-byte lines from Prefetch on: fire and forget, keeping them
-    with the evict_last priority, so that the kernel after this one finds them there."""
-    per_program = tl.cdiv(lines, programs)
-    offs = tl.arange(0, 256)
-    for start in range(program * per_program, (program + 1) * per_program, 256):
-        line = tl.minimum(start + offs, lines - 1).to(tl.int64)
-        tl.inline_asm_elementwise("mov.u32 $0, 0;\n\tprefetch.global.L2::evict_last [$1];", "=r,l",
-                                  [Prefetch.to(tl.pointer_type(tl.int8)) + line * 128], dtype=tl.int32,
-                                  is_pure=False, pack=1)
 
 
 @triton.jit(do_not_specialize=["q_heads", "num_splits"])
@@ -279,16 +263,13 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
 
 
 def rope_decode_attention(qkv, cos, sin, key, value, *, kv_lens, kv_start=None, scale=None, splits=None, out=None,
-                          workspace=None, prefetch=None):
+                          workspace=None):
     """`rope_append` of one new token per sequence and `decode_attention` in one launch (the engine's decode
     step): qkv [B, (Hq + 2·Hkv)·D] is this step's QKV projection. Its queries and key are rotated at position
     kv_lens[b] - 1 - kv_start[b] with the cos, sin tables of `rope_append.rope_tables`; the rotated key and the
     value are written to cache row kv_lens[b] - 1 (no row outside the cache is written), and the queries attend
     every valid row, that one included. kv_lens is required. Other arguments as in decode_attention; returns out
-    [B, Hq, 1, D], bitwise what rope_append followed by decode_attention gives.
-
-    prefetch: optional contiguous CUDA tensor (the next kernel's weights) that the programs ask L2 for while they
-    wait on the cache, for the next kernel to find there. Ignored off CUDA."""
+    [B, Hq, 1, D], bitwise what rope_append followed by decode_attention gives."""
     if not isinstance(qkv, torch.Tensor) or qkv.dim() != 2:
         raise ValueError(f"qkv must be a tensor of rank 2 [B, (Hq + 2*Hkv)*D], got "
                          f"{getattr(qkv, 'shape', type(qkv).__name__)}")
@@ -309,15 +290,10 @@ def rope_decode_attention(qkv, cos, sin, key, value, *, kv_lens, kv_start=None, 
             raise ValueError(f"{name} must be contiguous along its last dimension, got strides {t.stride()}")
     q_heads = width // head_dim - 2 * kv_heads
     query = qkv[:, :q_heads * head_dim].view(batch, q_heads, 1, head_dim)
-    if prefetch is not None and (not isinstance(prefetch, torch.Tensor) or not prefetch.is_contiguous()):
-        raise ValueError("prefetch must be a contiguous tensor or None")
-    if prefetch is not None and (prefetch.device.type != "cuda" or prefetch.numel() == 0):
-        prefetch = None
-    return _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace, rope=(cos, sin),
-                   prefetch=prefetch)
+    return _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace, rope=(cos, sin))
 
 
-def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace, rope, prefetch=None):
+def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace, rope):
     batch, q_heads, kv_heads, q_len, kv_len, head_dim = _validate.check_attention_call(query, key, value, kv_lens,
                                                                                        kv_start)
     if q_len != 1:
@@ -358,18 +334,17 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
         query.dtype, group, head_dim, block_n, load_v_with_k, kv_lens is not None, kv_start is not None,
         rope is not None, split_ints,
         pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start),
-        pointer_key(cos), pointer_key(sin), prefetch is not None)
+        pointer_key(cos), pointer_key(sin))
     _split_launch.launch(
         (splits, batch * kv_heads),
-        (query, key, value, workspace.partial_out, workspace.partial_lse, kv_lens, kv_start, cos, sin, prefetch,
-         *split_strides, kv_heads, kv_len, splits, scale * LOG2E, 1 if cos is None else cos.shape[0],
-         0 if prefetch is None else triton.cdiv(prefetch.numel() * prefetch.element_size(), 128)),
+        (query, key, value, workspace.partial_out, workspace.partial_lse, kv_lens, kv_start, cos, sin,
+         *split_strides, kv_heads, kv_len, splits, scale * LOG2E, 1 if cos is None else cos.shape[0]),
         split_key,
         lambda: dict(GROUP_SIZE=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
                      HEAD_DIM_PADDED=head_dim_padded, BLOCK_N=block_n, HAS_KV_LENS=kv_lens is not None,
                      HAS_KV_START=kv_start is not None,
                      DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # tf32: unused for 16-bit
-                     LOAD_V_WITH_K=load_v_with_k, ROPE=rope is not None, PREFETCH=prefetch is not None,
+                     LOAD_V_WITH_K=load_v_with_k, ROPE=rope is not None,
                      num_warps=4, num_stages=3 if on_gpu else 1))
     out_strides = (out.stride(0), out.stride(1), out.stride(3))
     out_ints = int_key(out_strides)

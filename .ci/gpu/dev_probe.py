@@ -8,7 +8,8 @@ SDPA, split tuning at 32K), short (decode at 1K-4K: V-with-K, block, splits; the
 at 32K and 128K), prefill (prefill against its published version, carried in .probe/; block configs), chain,
 engine, compile, profile (a kernel-time profile of one engine step), ttft (time to first token, and kernel-time
 profiles of the engine's prefill and HF's at 8192), m1 (the fixed batch-1 GEMV config: its error, then GEMV rows,
-chain, engine at every length and batch sweep), floor (the engine at notebook 04's cache lengths).
+chain, engine at every length and batch sweep), floor (the engine at notebook 04's cache lengths), fuse
+(rope_decode_attention against rope_append + decode_attention: bitwise, then the engine A/B).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel) and contig (decode splits over runs of
 consecutive key blocks) measured code that was not kept: they are in commits bf9283d and ac208e3, with
 PERF_NOTES.md's verdict."""
@@ -325,8 +326,8 @@ if "m1" in parts:
 
 if "fuse" in parts:
     # RoPE and the cache append inside the decode split kernel (rope_decode_attention) against the two kernels it
-    # replaces: bitwise on the 8B heads, then the engine alternated twice, with and without an L2 prefetch of the
-    # O projection's weights from the attention kernel.
+    # replaces: bitwise on the 8B heads, then the engine alternated twice. (Run18 also timed an L2 prefetch of the
+    # O projection's weights from the attention kernel: slower, not kept; the code is in 168cd51.)
     import flashcore.decode as decode_module
     import flashcore.engine.runner as runner_module
     import flashcore.engine.step as step_module
@@ -345,14 +346,12 @@ if "fuse" in parts:
             q = torch.empty(4, 1, 32, 128, device="cuda", dtype=dtype)
             rope_append(qkv[:, None], cos, sin, key, value, lens - 1, q_out=q, kv_start=start)
             want = decode_attention(q.transpose(1, 2), key, value, kv_lens=lens, kv_start=start, splits=splits)
-            for prefetch in (None, torch.randn(4096, 4096, device="cuda", dtype=dtype)):
-                key2, value2 = cache[0].clone(), cache[1].clone()
-                got = decode_module.rope_decode_attention(qkv, cos, sin, key2, value2, kv_lens=lens, kv_start=start,
-                                                          splits=splits, prefetch=prefetch)
-                cases += 1
-                if not (torch.equal(got, want) and torch.equal(key2, key) and torch.equal(value2, value)):
-                    mismatches.append(f"{dtype} splits {splits} prefetch {prefetch is not None}: "
-                                      f"{(got.float() - want.float()).abs().max().item()}")
+            key2, value2 = cache[0].clone(), cache[1].clone()
+            got = decode_module.rope_decode_attention(qkv, cos, sin, key2, value2, kv_lens=lens, kv_start=start,
+                                                      splits=splits)
+            cases += 1
+            if not (torch.equal(got, want) and torch.equal(key2, key) and torch.equal(value2, value)):
+                mismatches.append(f"{dtype} splits {splits}: {(got.float() - want.float()).abs().max().item()}")
     results["fuse_check"] = {"cases": cases, "mismatches": mismatches}
     log(f"rope_decode_attention: {cases - len(mismatches)}/{cases} bitwise equal; {mismatches}")
 
@@ -383,19 +382,18 @@ if "fuse" in parts:
         return b.logits
 
     model = llama31_8b(dtype=torch.float16)
-    variants = [("two kernels", two_kernel_step, 0.0), ("fused", fused_step, 0.0),
-                ("fused+prefetch 0.5", fused_step, 0.5), ("fused+prefetch 1.0", fused_step, 1.0)]
+    variants = [("two kernels", two_kernel_step), ("fused", fused_step)]
     engine_rows = []
     for repeat in range(2):
-        for name, step_fn, fraction in variants:
-            runner_module.decode_step, step_module.PREFETCH_O_FRACTION = step_fn, fraction
+        for name, step_fn in variants:
+            runner_module.decode_step = step_fn
             for r in bench.decode_sweep(model, [512, 2048, 8192, 32768], bw, ["flashcore-engine"],
                                         log=lambda *a: None):
                 engine_rows.append(dict(r, variant=name, repeat=repeat))
                 log(f"engine {name:20s} rep {repeat} cache {r['cache_len']:6d}: {r['ms_per_token']:.4f} ms "
                     f"({r['ratio_to_floor']:.4f}x)")
             save()
-    runner_module.decode_step, step_module.PREFETCH_O_FRACTION = fused_step, 0.0
+    runner_module.decode_step = fused_step
     results["fuse_engine"] = engine_rows
     # same tokens from every variant on the 8B shape, greedy (batch 1: its GEMV config is fixed, no autotuning;
     # the left-padded batch is in the kernel check above)
@@ -403,12 +401,12 @@ if "fuse" in parts:
     ids = torch.randint(0, 128000, (1, 24), device="cuda")
     mask = torch.ones_like(ids)
     outs = {}
-    for name, step_fn, fraction in variants:
-        runner_module.decode_step, step_module.PREFETCH_O_FRACTION = step_fn, fraction
+    for name, step_fn in variants:
+        runner_module.decode_step = step_fn
         engine = FlashCoreEngine(small, max_batch_size=1, max_seq_len=128)
         outs[name] = engine.generate(ids, attention_mask=mask, max_new_tokens=40).tolist()
         del engine
-    runner_module.decode_step, step_module.PREFETCH_O_FRACTION = fused_step, 0.0
+    runner_module.decode_step = fused_step
     results["fuse_tokens_equal"] = {name: outs[name] == outs["two kernels"] for name in outs}
     log("same tokens as the two-kernel step:", results["fuse_tokens_equal"])
     save()

@@ -20,9 +20,6 @@ from flashcore.ops.rope_append import rope_append
 from flashcore.prefill import prefill_attention
 
 PROJECTIONS = ("gemv", "cublas")
-# Share of each layer's O-projection weights that the decode attention kernel asks L2 for while it waits on the
-# cache (0: none). Off until measured (.ci/gpu/dev_probe.py prefetch).
-PREFETCH_O_FRACTION = 0.0
 
 
 def rms_norm(x, weight, eps):
@@ -115,18 +112,13 @@ def decode_step(weights, state, buffers, projections="gemv"):
         _norm_linear(b.h, layer.attn_norm, layer.qkv, eps, b.qkv, fused)
         rope_decode_attention(b.qkv, weights.rope_cos, weights.rope_sin, state.key[index, :batch],
                               state.value[index, :batch], kv_lens=b.kv_lens, kv_start=kv_start, splits=b.splits,
-                              out=b.attn.transpose(1, 2), workspace=b.workspace,
-                              prefetch=_prefetch_share(layer.o) if fused else None)
+                              out=b.attn.transpose(1, 2), workspace=b.workspace)
         _linear_add(b.attn.view(batch, -1), layer.o, b.h, fused)
         _norm_linear_silu_mul(b.h, layer.mlp_norm, layer.gate_up, eps, b.act, fused)
         _linear_add(b.act, layer.down, b.h, fused)
     _norm_linear(b.h, weights.final_norm, weights.lm_head, eps, b.logits, fused)
     write_pos.copy_(b.kv_lens)
     return b.logits
-
-
-def _prefetch_share(weight):
-    return weight.view(-1)[:int(PREFETCH_O_FRACTION * weight.numel())] if PREFETCH_O_FRACTION else None
 
 
 def _norm_linear(x, norm_weight, weight, eps, out, fused):
