@@ -278,9 +278,13 @@ def rope_decode_attention(qkv, cos, sin, key, value, *, kv_lens, kv_start=None, 
         raise ValueError("kv_lens is required: the new token goes to row kv_lens - 1")
     batch, width = qkv.shape
     kv_heads, head_dim = key.shape[1], key.shape[3]
+    _validate.check_head_dim("head_dim", head_dim)
     if head_dim % 2 or width % head_dim or width // head_dim <= 2 * kv_heads:
         raise ValueError(f"qkv width {width} must be (Hq + 2*Hkv) * D with Hkv={kv_heads}, Hq >= 1 and an even "
                          f"D={head_dim} (from key {tuple(key.shape)})")
+    for name, t in (("cos", cos), ("sin", sin)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor (from rope_tables), got {type(t).__name__}")
     if cos.shape != sin.shape or cos.dim() != 2 or cos.shape[1] != head_dim // 2:
         raise ValueError(f"cos and sin must both be [positions, {head_dim // 2}], got {tuple(cos.shape)} and "
                          f"{tuple(sin.shape)}")
