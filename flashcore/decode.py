@@ -23,7 +23,7 @@ import triton.language as tl
 from flashcore import _validate
 from flashcore._launch import FastLaunch, int_key, pointer_key
 from flashcore._online_softmax import LOG2E, accumulate, attend_block, finish, softmax_step
-from flashcore.ops.rope_append import rotate
+from flashcore.ops.rope_append import check_tables, rotate
 
 DECODE_BLOCK_N = 64
 # Issue each block's V load beside its K load (see attend_block)? A split holds one or two blocks at short caches,
@@ -282,12 +282,7 @@ def rope_decode_attention(qkv, cos, sin, key, value, *, kv_lens, kv_start=None, 
     if head_dim % 2 or width % head_dim or width // head_dim <= 2 * kv_heads:
         raise ValueError(f"qkv width {width} must be (Hq + 2*Hkv) * D with Hkv={kv_heads}, Hq >= 1 and an even "
                          f"D={head_dim} (from key {tuple(key.shape)})")
-    for name, t in (("cos", cos), ("sin", sin)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor (from rope_tables), got {type(t).__name__}")
-    if cos.shape != sin.shape or cos.dim() != 2 or cos.shape[1] != head_dim // 2:
-        raise ValueError(f"cos and sin must both be [positions, {head_dim // 2}], got {tuple(cos.shape)} and "
-                         f"{tuple(sin.shape)}")
+    check_tables(cos, sin, head_dim)
     for name, t in (("qkv", qkv), ("cos", cos), ("sin", sin)):
         _validate.check_same(name, t, "key", key)
         if t.stride(-1) != 1:

@@ -26,6 +26,16 @@ def rope_tables(inv_freq, attention_scaling, max_positions, dtype):
     return (angles.cos() * attention_scaling).to(dtype), (angles.sin() * attention_scaling).to(dtype)
 
 
+def check_tables(cos, sin, head_dim):
+    """cos and sin are rope_tables' pair for heads of head_dim: two tensors of shape [positions, head_dim / 2]."""
+    for name, t in (("cos", cos), ("sin", sin)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor (from rope_tables), got {type(t).__name__}")
+    if cos.shape != sin.shape or cos.dim() != 2 or cos.shape[1] != head_dim // 2:
+        raise ValueError(f"cos and sin must both be [positions, {head_dim // 2}], got {tuple(cos.shape)} and "
+                         f"{tuple(sin.shape)}")
+
+
 @triton.jit
 def rotate(x, partner, cos, sin, first_half):
     """x * cos + rotate_half(x) * sin, elementwise, where partner is the element half a head away (rotate_half(x)
@@ -114,9 +124,7 @@ def rope_append(qkv, cos, sin, key_cache, value_cache, write_pos, *, q_out, kv_s
                          f"match and hold at least {batch} sequences")
     if head_dim % 2:
         raise ValueError(f"head_dim must be even for rotary embeddings, got {head_dim}")
-    if cos.shape != sin.shape or cos.dim() != 2 or cos.shape[1] != head_dim // 2:
-        raise ValueError(f"cos and sin must both be [positions, {head_dim // 2}], got {tuple(cos.shape)} and "
-                         f"{tuple(sin.shape)}")
+    check_tables(cos, sin, head_dim)
     for name, t in (("qkv", qkv), ("q_out", q_out), ("cos", cos), ("sin", sin), ("value_cache", value_cache)):
         _validate.check_same(name, t, "key_cache", key_cache)
         if t.stride(-1) != 1:
