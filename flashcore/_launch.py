@@ -42,6 +42,42 @@ class FastLaunch:
         compiled.run(grid[0], grid[1], grid[2], driver.active.get_current_stream(device), compiled.function,
                      compiled.packed_metadata, None, None, None, *args, *tail)
 
+    def bound(self, key, device, grid):
+        """The variant that `launch` compiled for (key, device) as a BoundLaunch at this grid, or None when there
+        is none to reuse (not launched yet, or under the interpreter)."""
+        entry = None if key is None else self.compiled.get((key, device))
+        if entry is None:
+            return None
+        compiled, tail = entry
+        runner = compiled.run
+        if runner.global_scratch_size or runner.profile_scratch_size:  # scratch is allocated per launch
+            return None
+        return BoundLaunch(compiled, tail, grid, device)
+
+
+class BoundLaunch:
+    """One compiled variant at a fixed grid, called with the runtime arguments only: the cheapest launch Triton's
+    C launcher allows. Pointers may be passed as ints (``t.data_ptr()``), which spares the launcher a driver
+    query per tensor; the caller vouches that they point into live tensors on this device."""
+    __slots__ = ("_c_launch", "_grid", "_function", "_flags", "_metadata", "_tail", "_device", "_stream_of")
+
+    def __init__(self, compiled, tail, grid, device):
+        runner = compiled.run
+        self._c_launch = runner.launch
+        self._grid = tuple(grid) + (1,) * (3 - len(grid))
+        self._function = compiled.function
+        self._flags = (runner.launch_cooperative_grid, runner.launch_pdl)
+        self._metadata = compiled.packed_metadata
+        self._tail = tail
+        self._device = device
+        self._stream_of = driver.active.get_current_stream  # resolved once: the driver proxy costs a lookup
+
+    def __call__(self, *args):
+        gx, gy, gz = self._grid
+        coop, pdl = self._flags
+        self._c_launch(gx, gy, gz, self._stream_of(self._device), self._function, coop, pdl, None, None,
+                       self._metadata, None, None, None, *args, *self._tail)
+
 
 def int_key(values):
     """What Triton specialises int arguments on (value 1; divisibility by 16), for FastLaunch's key; None when

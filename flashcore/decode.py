@@ -293,6 +293,14 @@ def rope_decode_attention(qkv, cos, sin, key, value, *, kv_lens, kv_start=None, 
 
 
 def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace, rope):
+    signature = None
+    if rope is None and workspace is None:
+        signature = _plan_signature(query, key, value, kv_lens, kv_start, scale, splits, out)
+        plan = None if signature is None else _PLANS.get(signature)
+        if plan is not None:
+            result = plan.run(query, key, value, kv_lens, kv_start, out)
+            if result is not None:
+                return result
     batch, q_heads, kv_heads, q_len, kv_len, head_dim = _validate.check_attention_call(query, key, value, kv_lens,
                                                                                        kv_start)
     if q_len != 1:
@@ -334,10 +342,10 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
         rope is not None, split_ints,
         pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start),
         pointer_key(cos), pointer_key(sin))
+    split_ints = (*split_strides, kv_heads, kv_len, splits, scale * LOG2E, 1 if cos is None else cos.shape[0])
     _split_launch.launch(
         (splits, batch * kv_heads),
-        (query, key, value, workspace.partial_out, workspace.partial_lse, kv_lens, kv_start, cos, sin,
-         *split_strides, kv_heads, kv_len, splits, scale * LOG2E, 1 if cos is None else cos.shape[0]),
+        (query, key, value, workspace.partial_out, workspace.partial_lse, kv_lens, kv_start, cos, sin, *split_ints),
         split_key,
         lambda: dict(GROUP_SIZE=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
                      HEAD_DIM_PADDED=head_dim_padded, BLOCK_N=block_n, HAS_KV_LENS=kv_lens is not None,
@@ -348,10 +356,82 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
     out_strides = (out.stride(0), out.stride(1), out.stride(3))
     out_ints = int_key(out_strides)
     splits_padded = triton.next_power_of_2(splits)
+    merge_key = None if out_ints is None else (out.dtype, head_dim, splits_padded, out_ints, pointer_key(out))
+    merge_ints = (*out_strides, q_heads, splits)
     _merge_launch.launch(
         (batch * q_heads,),
-        (workspace.partial_out, workspace.partial_lse, out, *out_strides, q_heads, splits),
-        None if out_ints is None else (out.dtype, head_dim, splits_padded, out_ints, pointer_key(out)),
+        (workspace.partial_out, workspace.partial_lse, out, *merge_ints), merge_key,
         lambda: dict(HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded, SPLITS_PADDED=splits_padded,
                      num_warps=4))
+    if signature is not None and _aligned(query, key, value, kv_lens, kv_start, out):
+        split = _split_launch.bound(split_key, query.device.index, (splits, batch * kv_heads))
+        merge = _merge_launch.bound(merge_key, query.device.index, (batch * q_heads,))
+        if split is not None and merge is not None:
+            if len(_PLANS) >= MAX_PLANS:
+                _PLANS.clear()
+            _PLANS[signature] = _DecodePlan(split, merge, workspace, (batch, 1, q_heads, head_dim),
+                                            split_ints, merge_ints)
     return out
+
+
+# ------------------------------------------------------------------ the host path of a repeated call
+# From Python (the Hugging Face drop-in path) a decode call's host time is most of its time: a step at a short
+# cache runs for a few microseconds on the device. So the first call of each signature (everything the checks,
+# the split count, the launch keys and the integer arguments depend on) leaves a plan, and later calls with that
+# signature only allocate the output and hand the pointers, as ints, to the two compiled kernels' C launchers.
+# Only the common case gets plans: plain CUDA tensors, the default workspace and no RoPE (the engine's fused
+# step runs in a CUDA graph, where the host path is paid once).
+_PLANS = {}
+MAX_PLANS = 1024
+
+
+def _meta(t):
+    return None if t is None else (t.shape, t.stride(), t.dtype, t.device)
+
+
+def _plan_signature(query, key, value, kv_lens, kv_start, scale, splits, out):
+    """The key of a call's plan, or None when the call always takes the full path (an argument the checks would
+    reject or that is not plain, a CPU tensor). Module settings the launch reads are part of it."""
+    tensors = (query, key, value)
+    optional = (kv_lens, kv_start, out)
+    if not (all(type(t) is torch.Tensor for t in tensors) and all(t is None or type(t) is torch.Tensor
+                                                                   for t in optional)):
+        return None
+    if not (scale is None or type(scale) in (float, int)) or not (splits is None or type(splits) is int) \
+            or query.device.type != "cuda":
+        return None
+    return (*map(_meta, tensors), *map(_meta, optional), scale, splits, DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K)
+
+
+def _aligned(*tensors):
+    """Every pointer 16-byte aligned (plans are made for that case only, the one Triton specialises for)."""
+    return all(t is None or t.data_ptr() % 16 == 0 for t in tensors)
+
+
+class _DecodePlan:
+    """The launches of one call signature, with everything but the pointers bound."""
+    __slots__ = ("split", "merge", "workspace", "partials", "out_shape", "split_ints", "merge_ints")
+
+    def __init__(self, split, merge, workspace, out_shape, split_ints, merge_ints):
+        self.split, self.merge = split, merge
+        self.workspace = workspace  # keeps the partials' memory alive for as long as the plan
+        self.partials = (workspace.partial_out.data_ptr(), workspace.partial_lse.data_ptr())
+        self.out_shape = out_shape
+        self.split_ints, self.merge_ints = split_ints, merge_ints
+
+    def run(self, query, key, value, kv_lens, kv_start, out):
+        """Launch, and return out; or None (nothing launched) when the call needs the full path: a tensor that
+        requires grad (the full path raises), a pointer not 16-byte aligned."""
+        if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad
+                                        or (out is not None and out.requires_grad)):
+            return None
+        if out is None:
+            out = torch.empty(self.out_shape, dtype=query.dtype, device=query.device).transpose(1, 2)
+        q, k, v, o = query.data_ptr(), key.data_ptr(), value.data_ptr(), out.data_ptr()
+        lens = 0 if kv_lens is None else kv_lens.data_ptr()
+        start = 0 if kv_start is None else kv_start.data_ptr()
+        if (q | k | v | o | lens | start) % 16:
+            return None
+        self.split(q, k, v, *self.partials, lens, start, 0, 0, *self.split_ints)
+        self.merge(*self.partials, o, *self.merge_ints)
+        return out

@@ -73,10 +73,10 @@ def decode_attention_rows(cache_lens, bandwidth, batches=(1,), dtype=torch.float
     return rows
 
 
-def decode_tuning_rows(cache_len, bandwidth, splits_options, dtype=torch.float16):
-    """Graph time of FlashCore decode (8B heads, batch 1) at one cache length for each split count: the data
+def decode_tuning_rows(cache_len, bandwidth, splits_options, dtype=torch.float16, batch=1):
+    """Graph time of FlashCore decode (8B heads) at one cache length and batch for each split count: the data
     behind num_splits' heuristic."""
-    batch, (q_heads, kv_heads, head_dim) = 1, GQA_8B.values()
+    q_heads, kv_heads, head_dim = GQA_8B.values()
     kv_bytes = 2 * batch * kv_heads * cache_len * head_dim * 2
     copies = rotation_count(kv_bytes, limit=8)
     keys = [torch.randn(batch, kv_heads, cache_len, head_dim, dtype=dtype, device="cuda") for _ in range(copies)]
@@ -89,7 +89,7 @@ def decode_tuning_rows(cache_len, bandwidth, splits_options, dtype=torch.float16
         calls = [lambda i=i: decode_attention(q, keys[i], values[i], splits=splits, out=out, workspace=workspace)
                  for i in range(copies)]
         us = time_graph_ms(_rotating(calls), copies)["ms"] * 1e3
-        rows.append({"cache_len": cache_len, "splits": splits, "graph_us": us,
+        rows.append({"cache_len": cache_len, "batch": batch, "splits": splits, "graph_us": us,
                      "bandwidth_fraction": kv_bytes / bandwidth * 1e6 / us})
     return rows
 

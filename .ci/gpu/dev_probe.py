@@ -9,7 +9,8 @@ at 32K and 128K), prefill (prefill against its published version, carried in .pr
 engine, compile, profile (a kernel-time profile of one engine step), ttft (time to first token, and kernel-time
 profiles of the engine's prefill and HF's at 8192), m1 (the fixed batch-1 GEMV config: its error, then GEMV rows,
 chain, engine at every length and batch sweep), floor (the engine at notebook 04's cache lengths), fuse
-(rope_decode_attention against rope_append + decode_attention: bitwise, then the engine A/B).
+(rope_decode_attention against rope_append + decode_attention: bitwise, then the engine A/B), plan (decode_attention's
+host fast path against the full path, notebook 04's decode rows, split counts at batch 8).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel) and contig (decode splits over runs of
 consecutive key blocks) measured code that was not kept: they are in commits bf9283d and ac208e3, with
 PERF_NOTES.md's verdict."""
@@ -139,6 +140,56 @@ if "host" in parts:
         torch.cuda.synchronize()
     results["host_us"] = host
     log("host us per call:", host)
+    save()
+
+if "plan" in parts:
+    # decode_attention's host fast path (a plan per call signature) against the full path, same process
+    import cProfile
+    import pstats
+    import timeit
+    import flashcore.decode as decode_module
+    planned_signature = decode_module._plan_signature
+    host = {}
+    for batch, cache_len in ((1, 512), (1, 4096), (8, 4096)):
+        q = torch.randn(batch, 32, 1, 128, dtype=torch.float16, device="cuda")
+        k = torch.randn(batch, 8, cache_len, 128, dtype=torch.float16, device="cuda")
+        v = torch.randn_like(k)
+        lens = torch.full((batch,), cache_len, dtype=torch.int32, device="cuda")
+        calls = {"planned": lambda: decode_attention(q, k, v, kv_lens=lens),
+                 "full": lambda: decode_attention(q, k, v, kv_lens=lens),
+                 "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)}
+        same = None
+        for rep in range(2):
+            for name, fn in calls.items():
+                decode_module._plan_signature = planned_signature if name == "planned" else (lambda *a: None)
+                got = fn()
+                if name != "sdpa":
+                    same = got if same is None else same
+                    assert torch.equal(got, same), "planned and full paths differ"
+                torch.cuda.synchronize()
+                us = timeit.timeit(fn, number=2000) / 2000 * 1e6
+                torch.cuda.synchronize()
+                host.setdefault(f"B{batch}_{cache_len}_{name}", []).append(us)
+                log(f"host B={batch} cache {cache_len} rep {rep} {name}: {us:.1f} us a call")
+    decode_module._plan_signature = planned_signature
+    results["host_us"] = host
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(2000):
+        calls["planned"]()
+    profile.disable()
+    torch.cuda.synchronize()
+    pstats.Stats(profile).sort_stats("tottime").print_stats(12)
+    results["decode_rows"] = kernel_bench.decode_attention_rows((512, 2048, 8192, 32768, 131072), bw, batches=(1,))
+    results["decode_rows"] += kernel_bench.decode_attention_rows((4096,), bw, batches=(8,))
+    for r in results["decode_rows"]:
+        log(f"decode B={r['batch']} {r['cache_len']:6d}: python {r['flashcore_us']:6.1f} us (sdpa "
+            f"{r['sdpa_gqa_us']:6.1f}), graph {r['flashcore_graph_us']:6.1f} (sdpa {r['sdpa_graph_us']:6.1f}), "
+            f"{r['bandwidth_fraction']:.0%} of copy bandwidth, {r['splits']} splits")
+    results["batch8_splits"] = kernel_bench.decode_tuning_rows(4096, bw, (2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32),
+                                                               batch=8)
+    for r in results["batch8_splits"]:
+        log(f"decode B=8 4096 splits {r['splits']:2d}: {r['graph_us']:6.1f} us ({r['bandwidth_fraction']:.0%})")
     save()
 
 if "gemv" in parts:
