@@ -11,7 +11,7 @@ host, and one launch serves every step of a CUDA graph over a static cache.
 
 Called from Python on every token, the launcher's host time matters as much as the kernels' (a decode step at
 a short cache runs for a few microseconds): the partials live in a reusable workspace (no allocation per call),
-a call whose shapes were validated before skips the checks, and both kernels go through FastLaunch.
+and a call whose signature was seen before replays that call's plan (see "the host path of a repeated call").
 """
 import functools
 import math
@@ -35,14 +35,15 @@ MAX_SPLITS = 64
 def num_splits(batch, kv_heads, max_len, sm_count, block_n=DECODE_BLOCK_N):
     """How many programs share one (sequence, KV head)'s keys. Pure: a function of its arguments only.
 
-    Aim for about two waves of programs over the SMs, but give each split at least one key block and never
-    more than MAX_SPLITS (the merge reads every split).
+    Aim for at most two whole waves of programs over the SMs (a partial last wave runs alone: at batch 8 on the
+    H200, 320 programs, 2.4 waves, took 42 us where 256 took 39), but give each split at least one key block and
+    never more than MAX_SPLITS (the merge reads every split).
     """
     for name, value in (("batch", batch), ("kv_heads", kv_heads), ("max_len", max_len),
                         ("sm_count", sm_count), ("block_n", block_n)):
         _validate.check_positive_int(name, value)
     programs = batch * kv_heads
-    wanted = math.ceil(2 * sm_count / programs)
+    wanted = 2 * sm_count // programs
     return max(1, min(wanted, math.ceil(max_len / block_n), MAX_SPLITS))
 
 

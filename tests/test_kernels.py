@@ -101,11 +101,14 @@ def test_forced_single_split_equals_heuristic(kv_len):
 
 
 def test_num_splits_heuristic():
-    # the Llama 3.1 8B decode shape on an H100 (132 SMs): enough programs for two waves
+    # the Llama 3.1 8B decode shape on an H100 or H200 (132 SMs): two waves
     assert num_splits(1, 8, 4096, 132) == 33
     # short cache: never more splits than key blocks
     assert num_splits(1, 8, 100, 132) == 2
     assert num_splits(1, 8, 1, 132) == 1
+    # batched: whole waves only (8 x 8 x 4 = 256 programs, not 5 splits' 2.4 waves)
+    assert num_splits(8, 8, 4096, 132) == 4
+    assert num_splits(2, 8, 4096, 132) == 16
     # a large batch already fills the GPU: one split
     assert num_splits(64, 8, 4096, 132) == 1
     # capped for very long caches on big GPUs
