@@ -10,7 +10,8 @@ engine, compile, profile (a kernel-time profile of one engine step), ttft (time 
 profiles of the engine's prefill and HF's at 8192), m1 (the fixed batch-1 GEMV config: its error, then GEMV rows,
 chain, engine at every length and batch sweep), floor (the engine at notebook 04's cache lengths), fuse
 (rope_decode_attention against rope_append + decode_attention: bitwise, then the engine A/B), plan (decode_attention's
-host fast path against the full path, notebook 04's decode rows, split counts at batch 8).
+host fast path against the full path, notebook 04's decode rows, split counts at batch 8), gemv_m (every GEMV
+config the autotuner may pick at batch 2-8, against its pick and cuBLAS).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel) and contig (decode splits over runs of
 consecutive key blocks) measured code that was not kept: they are in commits bf9283d and ac208e3, with
 PERF_NOTES.md's verdict."""
@@ -191,6 +192,42 @@ if "plan" in parts:
     for r in results["batch8_splits"]:
         log(f"decode B=8 4096 splits {r['splits']:2d}: {r['graph_us']:6.1f} us ({r['bandwidth_fraction']:.0%})")
     save()
+
+if "gemv_m" in parts:
+    # batch 2-8 GEMV: every config the autotuner may pick, timed in graphs over rotated weights, against its pick
+    # and cuBLAS (the data for a fixed rule like streaming_config's; the autotuner's picks vary between runs)
+    import flashcore.ops.gemv as gemv_module
+    from integration.timing import rotation_count, time_graph_ms
+    sweep = []
+    for n, k in ((4096, 4096), (1024, 4096), (6144, 4096), (4096, 14336), (28672, 4096), (14336, 4096)):
+        copies = rotation_count(n * k * 2, limit=16)
+        weights = [torch.randn(n, k, dtype=torch.float16, device="cuda") * 0.02 for _ in range(copies)]
+        for m in (2, 4, 8):
+            x = torch.randn(m, k, dtype=torch.float16, device="cuda")
+            out = torch.empty(m, n, dtype=torch.float16, device="cuda")
+            floor_us = n * k * 2 / bw * 1e6
+
+            def graph_us(**kw):
+                calls = [lambda w=w: gemv(x, w, out=out, **kw) for w in weights]
+                return time_graph_ms(kernel_bench._rotating(calls), copies)["ms"] * 1e3
+
+            row = {"shape": f"{n}x{k}", "M": m, "autotuned_us": graph_us(),
+                   "cublas_us": time_graph_ms(kernel_bench._rotating(
+                       [lambda w=w: torch.mm(x, w.t(), out=out) for w in weights]), copies)["ms"] * 1e3}
+            named = dict(X=x, W=weights[0], N=n, K=k, M_PAD=16, USE_DOT=True)
+            configs = {}
+            for c in gemv_module._prune(gemv_module._configs(), named):
+                key = (c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.kwargs["SPLIT_K"], c.num_warps, 3)
+                configs[str(key)] = graph_us(config=key)
+            best = min(configs, key=configs.get)
+            row.update(configs=configs, best=best, best_us=configs[best])
+            sweep.append(row)
+            log(f"gemv_m {n}x{k} M={m}: autotuned {row['autotuned_us']:.2f} us, best {best} {row['best_us']:.2f} "
+                f"({floor_us / row['best_us']:.0%}), cublas {row['cublas_us']:.2f}; {len(configs)} configs")
+            results["gemv_m"] = sweep
+            save()
+        del weights
+        release()
 
 if "gemv" in parts:
     results["gemv"] = kernel_bench.gemv_rows(bw, rows_m=(1, 2, 8))
