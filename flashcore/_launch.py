@@ -10,6 +10,9 @@ The caller names the variant with ``key``, and the key must determine everything
 Kernels launched this way therefore type every int parameter (``stride: tl.int64``) and list it in
 ``do_not_specialize``, so ints are never specialised; what remains is each pointer's dtype and 16-byte
 alignment, and the constexprs, which the key must include.
+
+``bound`` goes one step further for a caller that keeps its own cache of checked calls (decode's plans): the
+compiled variant at a fixed grid, called with the runtime arguments alone (``BoundLaunch``).
 """
 from triton.runtime import driver
 
