@@ -29,10 +29,6 @@ DECODE_BLOCK_N = 64
 # Issue each block's V load beside its K load (see attend_block)? A split holds one or two blocks at short caches,
 # where this should help; off until measured against the published kernel (.ci/gpu/dev_probe.py short).
 DECODE_LOAD_V_WITH_K = False
-# Let the last split of each (sequence, KV head) to finish merge the partials, instead of a second kernel? One
-# launch fewer per call (host time from Python; a kernel boundary per layer in the engine's graph); off until
-# measured against the two kernels (.ci/gpu/dev_probe.py merge).
-DECODE_MERGE_IN_SPLIT = False
 MAX_SPLITS = 64
 
 
@@ -52,38 +48,18 @@ def num_splits(batch, kv_heads, max_len, sm_count, block_n=DECODE_BLOCK_N):
 
 
 # Lengths change every call (a new token, a new prompt): compile once for all of them.
-@triton.jit
-def _merge_splits(PartialOut, PartialLse, first_row, num_splits, offs_d,
-                  HEAD_DIM_PADDED: tl.constexpr, SPLITS_PADDED: tl.constexpr):
-    """One query head's output (fp32, [HEAD_DIM_PADDED]) from its splits' partials, rows first_row onwards: the
-    log-sum-exp merge, each split's normalised output weighted by exp2(lse_s - max). Reads through L2 (.cg): the
-    partials may have just been written by other programs of the same launch."""
-    offs_s = tl.arange(0, SPLITS_PADDED)
-    mask_s = offs_s < num_splits
-    rows = first_row + offs_s
-    lse = tl.load(PartialLse + rows, mask=mask_s, other=float("-inf"), cache_modifier=".cg")
-    parts = tl.load(PartialOut + rows[:, None] * HEAD_DIM_PADDED + offs_d[None, :], mask=mask_s[:, None], other=0.0,
-                    cache_modifier=".cg")
-    m = tl.max(lse, 0)
-    m_safe = tl.where(m == float("-inf"), 0.0, m)
-    w = tl.math.exp2(lse - m_safe)
-    total = tl.sum(w, 0)
-    return tl.sum(parts * w[:, None], 0) / tl.where(total > 0.0, total, 1.0)
-
-
 @triton.jit(do_not_specialize=["kv_heads", "kv_len", "num_splits", "max_positions"])
 def _decode_split_kernel(
-    Q, K, V, PartialOut, PartialLse, KvLens, KvStart, Cos, Sin, Out, Arrivals,
+    Q, K, V, PartialOut, PartialLse, KvLens, KvStart, Cos, Sin,
     stride_qb, stride_qh, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_table, stride_ob, stride_oh, stride_od,
+    stride_table,
     kv_heads, kv_len, num_splits, qk_scale_log2, max_positions,
     GROUP_SIZE: tl.constexpr, BLOCK_H: tl.constexpr,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr,
     DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr, ROPE: tl.constexpr,
-    MERGE: tl.constexpr, SPLITS_PADDED: tl.constexpr,
 ):
     tl.static_assert(BLOCK_H >= GROUP_SIZE)
     tl.static_assert(HAS_KV_LENS or not ROPE)
@@ -185,21 +161,6 @@ def _decode_split_kernel(
     tl.store(PartialOut + row[:, None] * HEAD_DIM_PADDED + offs_d[None, :], out, mask=mask_h[:, None])
     tl.store(PartialLse + row, lse_log2, mask=mask_h)
 
-    if MERGE:
-        # The last split of this (sequence, KV head) to arrive merges its query heads; the counter is re-armed
-        # for the next call (or graph replay).
-        tl.debug_barrier()  # every thread's partial stores before the (acq_rel, gpu-scope) arrival
-        arrived = tl.atomic_add(Arrivals + off_bh, 1)
-        if arrived == num_splits - 1:
-            tl.store(Arrivals + off_bh, 0)
-            for h in range(GROUP_SIZE):
-                head = off_hkv * GROUP_SIZE + h
-                first_row = (off_b * kv_heads * GROUP_SIZE + head).to(tl.int64) * num_splits
-                merged = _merge_splits(PartialOut, PartialLse, first_row, num_splits, offs_d, HEAD_DIM_PADDED,
-                                       SPLITS_PADDED)
-                o_ptrs = Out + off_b.to(tl.int64) * stride_ob + head.to(tl.int64) * stride_oh + offs_d * stride_od
-                tl.store(o_ptrs, merged.to(Out.dtype.element_ty), mask=mask_d)
-
 
 @triton.jit(do_not_specialize=["q_heads", "num_splits"])
 def _decode_merge_kernel(
@@ -211,9 +172,18 @@ def _decode_merge_kernel(
     off_bh = tl.program_id(0)
     off_b = off_bh // q_heads
     off_h = off_bh % q_heads
+    offs_s = tl.arange(0, SPLITS_PADDED)
     offs_d = tl.arange(0, HEAD_DIM_PADDED)
-    out = _merge_splits(PartialOut, PartialLse, off_bh.to(tl.int64) * num_splits, num_splits, offs_d, HEAD_DIM_PADDED,
-                        SPLITS_PADDED)
+    mask_s = offs_s < num_splits
+    rows = off_bh.to(tl.int64) * num_splits + offs_s
+    lse = tl.load(PartialLse + rows, mask=mask_s, other=float("-inf"))
+    parts = tl.load(PartialOut + rows[:, None] * HEAD_DIM_PADDED + offs_d[None, :], mask=mask_s[:, None], other=0.0)
+    # log-sum-exp merge: weight each split's normalised output by exp2(lse_s - max)
+    m = tl.max(lse, 0)
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    w = tl.math.exp2(lse - m_safe)
+    total = tl.sum(w, 0)
+    out = tl.sum(parts * w[:, None], 0) / tl.where(total > 0.0, total, 1.0)
     o_ptrs = Out + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh + offs_d * stride_od
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=offs_d < HEAD_DIM)
 
@@ -225,15 +195,12 @@ _merge_launch = FastLaunch(_decode_merge_kernel)
 class DecodeWorkspace:
     """Scratch memory of split-K decode, reused across calls so that a call (or a captured CUDA graph)
     allocates nothing: partial outputs and log-sum-exps for ``rows`` (sequence, query head) pairs times
-    ``max_splits``, and arrival counters (zero between calls) for the merge in the split kernel.
-    One workspace must not serve two launches that run at the same time."""
+    ``max_splits``. One workspace must not serve two launches that run at the same time."""
 
     def __init__(self, rows, head_dim, max_splits=MAX_SPLITS, device=None):
         self.partial_out = torch.empty(rows * max_splits, triton.next_power_of_2(head_dim), dtype=torch.float32,
                                        device=device)
         self.partial_lse = torch.empty(rows * max_splits, dtype=torch.float32, device=device)
-        # sized like partial_lse, so that whatever call `fits` has a counter per (sequence, KV head)
-        self.arrivals = torch.zeros(rows * max_splits, dtype=torch.int32, device=device)
 
     @classmethod
     def for_shape(cls, batch, q_heads, head_dim, max_splits=MAX_SPLITS, device=None):
@@ -365,49 +332,42 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
     cos, sin = rope if rope is not None else (None, None)
     group = q_heads // kv_heads
     on_gpu = query.device.type == "cuda"
-    merge_in_split = DECODE_MERGE_IN_SPLIT
-    out_strides = (out.stride(0), out.stride(1), out.stride(3))
-    splits_padded = triton.next_power_of_2(splits)
     split_strides = (query.stride(0), query.stride(1), query.stride(3),
                      key.stride(0), key.stride(1), key.stride(2), key.stride(3),
                      value.stride(0), value.stride(1), value.stride(2), value.stride(3),
-                     0 if cos is None else cos.stride(0), *(out_strides if merge_in_split else (0, 0, 0)))
+                     0 if cos is None else cos.stride(0))
     block_n, load_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K
     split_ints = int_key(split_strides)
     split_key = None if split_ints is None else (
         query.dtype, group, head_dim, block_n, load_v_with_k, kv_lens is not None, kv_start is not None,
         rope is not None, split_ints,
         pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start),
-        pointer_key(cos), pointer_key(sin),
-        merge_in_split and (splits_padded, pointer_key(out)))
+        pointer_key(cos), pointer_key(sin))
     split_ints = (*split_strides, kv_heads, kv_len, splits, scale * LOG2E, 1 if cos is None else cos.shape[0])
-    merged_out, arrivals = (out, workspace.arrivals) if merge_in_split else (None, None)
     _split_launch.launch(
         (splits, batch * kv_heads),
-        (query, key, value, workspace.partial_out, workspace.partial_lse, kv_lens, kv_start, cos, sin, merged_out,
-         arrivals, *split_ints),
+        (query, key, value, workspace.partial_out, workspace.partial_lse, kv_lens, kv_start, cos, sin, *split_ints),
         split_key,
         lambda: dict(GROUP_SIZE=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
                      HEAD_DIM_PADDED=head_dim_padded, BLOCK_N=block_n, HAS_KV_LENS=kv_lens is not None,
                      HAS_KV_START=kv_start is not None,
                      DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # tf32: unused for 16-bit
                      LOAD_V_WITH_K=load_v_with_k, ROPE=rope is not None,
-                     MERGE=merge_in_split, SPLITS_PADDED=splits_padded if merge_in_split else 1,
                      num_warps=4, num_stages=3 if on_gpu else 1))
-    merge_key = merge_ints = None
-    if not merge_in_split:
-        out_ints = int_key(out_strides)
-        merge_key = None if out_ints is None else (out.dtype, head_dim, splits_padded, out_ints, pointer_key(out))
-        merge_ints = (*out_strides, q_heads, splits)
-        _merge_launch.launch(
-            (batch * q_heads,),
-            (workspace.partial_out, workspace.partial_lse, out, *merge_ints), merge_key,
-            lambda: dict(HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded, SPLITS_PADDED=splits_padded,
-                         num_warps=4))
+    out_strides = (out.stride(0), out.stride(1), out.stride(3))
+    out_ints = int_key(out_strides)
+    splits_padded = triton.next_power_of_2(splits)
+    merge_key = None if out_ints is None else (out.dtype, head_dim, splits_padded, out_ints, pointer_key(out))
+    merge_ints = (*out_strides, q_heads, splits)
+    _merge_launch.launch(
+        (batch * q_heads,),
+        (workspace.partial_out, workspace.partial_lse, out, *merge_ints), merge_key,
+        lambda: dict(HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded, SPLITS_PADDED=splits_padded,
+                     num_warps=4))
     if signature is not None and _aligned(query, key, value, kv_lens, kv_start, out):
         split = _split_launch.bound(split_key, query.device.index, (splits, batch * kv_heads))
-        merge = None if merge_in_split else _merge_launch.bound(merge_key, query.device.index, (batch * q_heads,))
-        if split is not None and (merge_in_split or merge is not None):
+        merge = _merge_launch.bound(merge_key, query.device.index, (batch * q_heads,))
+        if split is not None and merge is not None:
             if len(_PLANS) >= MAX_PLANS:
                 _PLANS.clear()
             _PLANS[signature] = _DecodePlan(split, merge, workspace, (batch, 1, q_heads, head_dim),
@@ -441,8 +401,7 @@ def _plan_signature(query, key, value, kv_lens, kv_start, scale, splits, out):
     if not (scale is None or type(scale) in (float, int)) or not (splits is None or type(splits) is int) \
             or query.device.type != "cuda":
         return None
-    return (*map(_meta, tensors), *map(_meta, optional), scale, splits, DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K,
-            DECODE_MERGE_IN_SPLIT)
+    return (*map(_meta, tensors), *map(_meta, optional), scale, splits, DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K)
 
 
 def _aligned(*tensors):
@@ -451,15 +410,13 @@ def _aligned(*tensors):
 
 
 class _DecodePlan:
-    """The launches of one call signature, with everything but the pointers bound. merge is None when the split
-    kernel merges (DECODE_MERGE_IN_SPLIT)."""
-    __slots__ = ("split", "merge", "workspace", "partials", "arrivals", "out_shape", "split_ints", "merge_ints")
+    """The launches of one call signature, with everything but the pointers bound."""
+    __slots__ = ("split", "merge", "workspace", "partials", "out_shape", "split_ints", "merge_ints")
 
     def __init__(self, split, merge, workspace, out_shape, split_ints, merge_ints):
         self.split, self.merge = split, merge
         self.workspace = workspace  # keeps the partials' memory alive for as long as the plan
         self.partials = (workspace.partial_out.data_ptr(), workspace.partial_lse.data_ptr())
-        self.arrivals = workspace.arrivals.data_ptr()
         self.out_shape = out_shape
         self.split_ints, self.merge_ints = split_ints, merge_ints
 
@@ -476,8 +433,6 @@ class _DecodePlan:
         start = 0 if kv_start is None else kv_start.data_ptr()
         if (q | k | v | o | lens | start) % 16:
             return None
-        # out and the arrival counters go to the split kernel too; without MERGE they are unused there
-        self.split(q, k, v, *self.partials, lens, start, 0, 0, o, self.arrivals, *self.split_ints)
-        if self.merge is not None:
-            self.merge(*self.partials, o, *self.merge_ints)
+        self.split(q, k, v, *self.partials, lens, start, 0, 0, *self.split_ints)
+        self.merge(*self.partials, o, *self.merge_ints)
         return out

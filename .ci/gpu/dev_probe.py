@@ -11,11 +11,10 @@ profiles of the engine's prefill and HF's at 8192), m1 (the fixed batch-1 GEMV c
 chain, engine at every length and batch sweep), floor (the engine at notebook 04's cache lengths), fuse
 (rope_decode_attention against rope_append + decode_attention: bitwise, then the engine A/B), plan (decode_attention's
 host fast path against the full path, notebook 04's decode rows, split counts at batch 8), gemv_m (every GEMV
-config the autotuner may pick at batch 2-8, against its pick and cuBLAS), merge (the merge inside the split kernel
-against the merge kernel: bitwise, decode rows, engine).
-Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel) and contig (decode splits over runs of
-consecutive key blocks) measured code that was not kept: they are in commits bf9283d and ac208e3, with
-PERF_NOTES.md's verdict."""
+config the autotuner may pick at batch 2-8, against its pick and cuBLAS).
+Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
+consecutive key blocks) and merge (the merge inside the split kernel) measured code that was not kept: they are in
+commits bf9283d, ac208e3 and fc26433, with PERF_NOTES.md's verdict."""
 import gc
 import json
 import os
@@ -193,73 +192,6 @@ if "plan" in parts:
     for r in results["batch8_splits"]:
         log(f"decode B=8 4096 splits {r['splits']:2d}: {r['graph_us']:6.1f} us ({r['bandwidth_fraction']:.0%})")
     save()
-
-if "merge" in parts:
-    # the merge inside the split kernel (DECODE_MERGE_IN_SPLIT) against the merge kernel: bitwise on the 8B heads
-    # (calls repeated and replayed in a graph: the arrival counters must re-arm), then decode attention's rows and
-    # the engine, alternated twice
-    import flashcore.decode as decode_module
-    from flashcore.decode import DecodeWorkspace
-
-    def with_flag(flag, fn):
-        decode_module.DECODE_MERGE_IN_SPLIT = flag
-        try:
-            return fn()
-        finally:
-            decode_module.DECODE_MERGE_IN_SPLIT = False
-
-    mismatches, cases = [], 0
-    for dtype in (torch.float16, torch.bfloat16):
-        lens = torch.tensor([1, 700, 2048, 4097], dtype=torch.int32, device="cuda")
-        start = torch.tensor([0, 5, 0, 130], dtype=torch.int32, device="cuda")
-        key, value = torch.randn(2, 4, 8, 4160, 128, device="cuda", dtype=dtype)
-        q = torch.randn(4, 32, 1, 128, device="cuda", dtype=dtype)
-        for splits in (1, 16, 33, 64):
-            ws = DecodeWorkspace.for_shape(4, 32, 128, device="cuda")
-            call = lambda: decode_attention(q, key, value, kv_lens=lens, kv_start=start, splits=splits,  # noqa: E731
-                                            workspace=ws)
-            want = with_flag(False, call)
-            got = [with_flag(True, call) for _ in range(3)]
-            out = torch.empty_like(want)
-            graph = torch.cuda.CUDAGraph()
-            with_flag(True, lambda: decode_attention(q, key, value, kv_lens=lens, kv_start=start, splits=splits,
-                                                     workspace=ws, out=out))
-            with torch.cuda.graph(graph):
-                with_flag(True, lambda: decode_attention(q, key, value, kv_lens=lens, kv_start=start, splits=splits,
-                                                         workspace=ws, out=out))
-            for _ in range(3):
-                out.zero_()
-                graph.replay()
-                got.append(out.clone())
-            cases += 1
-            if not (all(torch.equal(g, want) for g in got) and not ws.arrivals.any()):
-                mismatches.append(f"{dtype} splits {splits}: {max((g.float() - want.float()).abs().max().item() for g in got)}")
-    results["merge_check"] = {"cases": cases, "mismatches": mismatches}
-    log(f"merge in split: {cases - len(mismatches)}/{cases} bitwise equal to the merge kernel; {mismatches}")
-    save()
-    rows = []
-    for repeat in range(2):
-        for flag in (False, True):
-            got = with_flag(flag, lambda: kernel_bench.decode_attention_rows((512, 2048, 8192, 32768, 131072), bw)
-                            + kernel_bench.decode_attention_rows((4096,), bw, batches=(8,)))
-            for r in got:
-                rows.append(dict(r, merge_in_split=flag, repeat=repeat))
-                log(f"decode merge_in_split={flag:d} rep {repeat} B={r['batch']} {r['cache_len']:6d}: python "
-                    f"{r['flashcore_us']:6.1f} us (sdpa {r['sdpa_gqa_us']:6.1f}), graph {r['flashcore_graph_us']:6.1f} "
-                    f"(sdpa {r['sdpa_graph_us']:6.1f}), {r['bandwidth_fraction']:.0%}")
-            results["merge_rows"] = rows
-            save()
-    model = llama31_8b(dtype=torch.float16)
-    engine_rows = []
-    for repeat in range(2):
-        for flag in (False, True):
-            for r in with_flag(flag, lambda: bench.decode_sweep(model, [512, 2048], bw, ["flashcore-engine"],
-                                                                log=lambda *a: None)):
-                engine_rows.append(dict(r, merge_in_split=flag, repeat=repeat))
-                log(f"engine merge_in_split={flag:d} rep {repeat} cache {r['cache_len']:6d}: {r['ms_per_token']:.4f} ms "
-                    f"({r['ratio_to_floor']:.4f}x)")
-            results["merge_engine"] = engine_rows
-            save()
 
 if "gemv_m" in parts:
     # batch 2-8 GEMV: every config the autotuner may pick, timed in graphs over rotated weights, against its pick
