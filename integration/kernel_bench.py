@@ -126,6 +126,63 @@ def prefill_attention_rows(seq_lens, dtypes=(torch.float16, torch.bfloat16), hea
     return rows
 
 
+def prefill_cases(device, dtype=torch.float16, q_heads=32, kv_heads=8, head_dim=128, padded=(4096, 3072, 2048, 1024),
+                  chunk=(4096, 16384)):
+    """The two prefill shapes a serving user meets besides one full prompt, each as (name, shape, flashcore_fn,
+    sdpa_fn, flops) computing the same attention two ways:
+    - "padded-batch": a left-padded batch (valid lengths `padded`, capacity the longest), causal within each
+      sequence; SDPA gets the boolean mask Hugging Face would build (its default dispatch for a masked call);
+    - "chunked": the last Sq = chunk[0] queries of a Skv = chunk[1] prompt (chunked prefill), causal aligned to
+      the bottom right; SDPA gets torch's causal_lower_right bias.
+    flops counts the score and value products of the keys each query may see, as FlashAttention counts causal work.
+    K/V go to SDPA expanded to the query heads, as in prefill_attention_rows."""
+    from torch.nn.attention.bias import causal_lower_right
+
+    group = q_heads // kv_heads
+    cases = []
+
+    capacity, batch = max(padded), len(padded)
+    q = torch.randn(batch, q_heads, capacity, head_dim, dtype=dtype, device=device)
+    k = torch.randn(batch, kv_heads, capacity, head_dim, dtype=dtype, device=device)
+    v = torch.randn_like(k)
+    start = torch.tensor([capacity - n for n in padded], dtype=torch.int32, device=device)
+    positions = torch.arange(capacity, device=device)
+    visible = (positions[None, :, None] >= positions[None, None, :]) & (positions[None, None, :] >= start[:, None, None])
+    k_full, v_full = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    cases.append(("padded-batch", {"B": batch, "Sq": capacity, "Skv": capacity, "valid": list(padded)},
+                  lambda: prefill_attention(q, k, v, causal=True, kv_start=start),
+                  lambda: F.scaled_dot_product_attention(q, k_full, v_full, attn_mask=visible[:, None]),
+                  sum(4 * n * n / 2 * head_dim * q_heads for n in padded)))
+
+    q_len, kv_len = chunk
+    qc = torch.randn(1, q_heads, q_len, head_dim, dtype=dtype, device=device)
+    kc = torch.randn(1, kv_heads, kv_len, head_dim, dtype=dtype, device=device)
+    vc = torch.randn_like(kc)
+    kc_full, vc_full = kc.repeat_interleave(group, dim=1), vc.repeat_interleave(group, dim=1)
+    bias = causal_lower_right(q_len, kv_len)
+    cases.append(("chunked", {"B": 1, "Sq": q_len, "Skv": kv_len},
+                  lambda: prefill_attention(qc, kc, vc, causal=True),
+                  lambda: F.scaled_dot_product_attention(qc, kc_full, vc_full, attn_mask=bias),
+                  4 * (q_len * (kv_len - q_len) + q_len * q_len / 2) * head_dim * q_heads))
+    return cases
+
+
+def prefill_case_rows(dtypes=(torch.float16, torch.bfloat16)):
+    """TFLOP/s of prefill_cases on the GPU, FlashCore beside SDPA (no target: the issue asks for the numbers)."""
+    rows = []
+    for dtype in dtypes:
+        for name, shape, ours, theirs, flops in prefill_cases("cuda", dtype):
+            row = {"case": name, **shape, "dtype": str(dtype).replace("torch.", ""), "D": 128,
+                   "flashcore_tflops": flops / _median_us(ours) / 1e6}
+            try:
+                row["sdpa_tflops"] = flops / _median_us(theirs) / 1e6
+            except RuntimeError as err:  # no backend for this mask and dtype
+                row["sdpa_tflops"] = None
+                row["sdpa_error"] = str(err).splitlines()[0][:200]
+            rows.append(row)
+    return rows
+
+
 GEMV_SHAPES_8B = [(4096, 4096), (1024, 4096), (6144, 4096), (4096, 14336), (28672, 4096), (14336, 4096),
                   (128256, 4096)]
 

@@ -1,0 +1,20 @@
+"""The benchmark's side-by-side cases compute the same attention on both sides, so their times compare like with
+like (the timing itself runs on the GPU only)."""
+import torch
+
+from integration.kernel_bench import prefill_cases
+
+
+def test_prefill_cases_give_flashcore_and_sdpa_the_same_attention(device):
+    torch.manual_seed(0)
+    cases = prefill_cases(device, torch.float32, q_heads=4, kv_heads=2, head_dim=16, padded=(48, 40, 17),
+                          chunk=(24, 70))
+    assert [name for name, *_ in cases] == ["padded-batch", "chunked"]
+    for name, shape, flashcore_fn, sdpa_fn, flops in cases:
+        ours, theirs = flashcore_fn(), sdpa_fn()
+        # a query left of its sequence's first key sees nothing: zeros from FlashCore, NaN from SDPA
+        assert torch.allclose(ours, torch.nan_to_num(theirs), atol=1e-5), name
+        assert flops > 0
+    padded_flops, chunked_flops = cases[0][4], cases[1][4]
+    assert padded_flops == sum(4 * n * n / 2 * 16 * 4 for n in (48, 40, 17))
+    assert chunked_flops == 4 * (24 * 46 + 24 * 24 / 2) * 16 * 4
