@@ -337,10 +337,10 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
                      value.stride(0), value.stride(1), value.stride(2), value.stride(3),
                      0 if cos is None else cos.stride(0))
     block_n, load_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K
-    split_ints = int_key(split_strides)
-    split_key = None if split_ints is None else (
+    stride_key = int_key(split_strides)
+    split_key = None if stride_key is None else (
         query.dtype, group, head_dim, block_n, load_v_with_k, kv_lens is not None, kv_start is not None,
-        rope is not None, split_ints,
+        rope is not None, stride_key,
         pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start),
         pointer_key(cos), pointer_key(sin))
     split_ints = (*split_strides, kv_heads, kv_len, splits, scale * LOG2E, 1 if cos is None else cos.shape[0])
@@ -355,9 +355,10 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
                      LOAD_V_WITH_K=load_v_with_k, ROPE=rope is not None,
                      num_warps=4, num_stages=3 if on_gpu else 1))
     out_strides = (out.stride(0), out.stride(1), out.stride(3))
-    out_ints = int_key(out_strides)
+    out_stride_key = int_key(out_strides)
     splits_padded = triton.next_power_of_2(splits)
-    merge_key = None if out_ints is None else (out.dtype, head_dim, splits_padded, out_ints, pointer_key(out))
+    merge_key = None if out_stride_key is None else (out.dtype, head_dim, splits_padded, out_stride_key,
+                                                     pointer_key(out))
     merge_ints = (*out_strides, q_heads, splits)
     _merge_launch.launch(
         (batch * q_heads,),
@@ -365,8 +366,9 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
         lambda: dict(HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded, SPLITS_PADDED=splits_padded,
                      num_warps=4))
     if signature is not None and _aligned(query, key, value, kv_lens, kv_start, out):
-        split = _split_launch.bound(split_key, query.device.index, (splits, batch * kv_heads))
-        merge = _merge_launch.bound(merge_key, query.device.index, (batch * q_heads,))
+        device_index = query.device.index
+        split = _split_launch.bound(split_key, device_index, (splits, batch * kv_heads))
+        merge = _merge_launch.bound(merge_key, device_index, (batch * q_heads,))
         if split is not None and merge is not None:
             if len(_PLANS) >= MAX_PLANS:
                 _PLANS.clear()
@@ -406,7 +408,7 @@ def _plan_signature(query, key, value, kv_lens, kv_start, scale, splits, out):
 
 def _aligned(*tensors):
     """Every pointer 16-byte aligned (plans are made for that case only, the one Triton specialises for)."""
-    return all(t is None or t.data_ptr() % 16 == 0 for t in tensors)
+    return all(pointer_key(t) is not False for t in tensors)
 
 
 class _DecodePlan:
