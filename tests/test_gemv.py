@@ -17,8 +17,8 @@ def _randn(*shape, dtype, device, scale=1.0):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows, n, k", [(1, 96, 200), (3, 40, 300), (8, 64, 129), (17, 32, 520)])  # K off-block
-# the default, a forced split-K, and a streaming_config-shaped tile given with its warps and stages
-@pytest.mark.parametrize("config", [None, (16, 64, 2), (4, 4096, 1, 4, 3)])
+# the default, a forced split-K, a streaming_config-shaped tile given with its warps and stages, a batch_config one
+@pytest.mark.parametrize("config", [None, (16, 64, 2), (4, 4096, 1, 4, 3), (64, 128, 4, 4, 3)])
 def test_error_within_twice_f_linear(rows, n, k, dtype, config, device):
     if dtype == torch.float32 and rows > 8 and config:
         pytest.skip("fp32 rows past 8 use the elementwise path, whose tile needs a smaller BLOCK_N")
@@ -76,10 +76,10 @@ def test_bad_inputs_name_the_argument(device):
             call()
 
 
-def test_one_row_takes_the_streaming_config():
-    """A 16-bit row gets streaming_config alone (no autotuning among configs the sweep found slower); fp32 and
-    more rows keep the autotuned space."""
-    from flashcore.ops.gemv import _configs, _prune, streaming_config
+def test_sixteen_bit_weights_take_the_fixed_configs():
+    """A 16-bit row gets streaming_config alone, more 16-bit rows batch_config alone (no autotuning among configs
+    the sweeps found slower); fp32 keeps the autotuned space."""
+    from flashcore.ops.gemv import _configs, _prune, batch_config, streaming_config
 
     def picked(config):
         return config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"], config.kwargs["SPLIT_K"], config.num_warps
@@ -88,8 +88,17 @@ def test_one_row_takes_the_streaming_config():
     assert picked(streaming_config(4096, has_norm=False)) == (8, 2048, 1, 4)   # o
     assert picked(streaming_config(14336, has_norm=False)) == (8, 2048, 1, 4)  # down
     assert picked(streaming_config(200, has_norm=True)) == (64, 256, 1, 4)     # a tiny model: a 64-row cap
+    # the fastest configs of probe run21 on the H200's 132 SMs (6144x4096: within 1% of its best)
+    h200 = {(4096, 4096): (64, 128, 4), (1024, 4096): (16, 128, 4), (6144, 4096): (64, 128, 4),
+            (4096, 14336): (64, 128, 4), (28672, 4096): (64, 128, 1), (14336, 4096): (64, 128, 1),
+            (128256, 4096): (64, 128, 1)}
+    for (n, k), expected in h200.items():
+        assert picked(batch_config(n, k, 132)) == (*expected, 4), (n, k)
+    assert picked(batch_config(100, 1000, 132)) == (16, 128, 2, 4)  # a short K: a 4-way split would be too thin
+    assert picked(batch_config(4096, 4096, 1)) == (64, 128, 1, 4)  # one SM: no split needed
     w = torch.empty(4096, 4096, dtype=torch.float16)
     args = dict(X=torch.empty(1, 4096, dtype=torch.float16), W=w, N=4096, K=4096, USE_DOT=False, HAS_NORM=False)
     assert [picked(c) for c in _prune(_configs(), {}, M_PAD=1, **args)] == [(8, 2048, 1, 4)]
+    assert [picked(c) for c in _prune(_configs(), {}, M_PAD=16, **dict(args, USE_DOT=True))] == [(64, 128, 1, 4)]
     assert len(_prune(_configs(), {}, M_PAD=1, **dict(args, W=w.float()))) > 1
-    assert len(_prune(_configs(), {}, M_PAD=16, **dict(args, USE_DOT=True))) > 1
+    assert len(_prune(_configs(), {}, M_PAD=8, **dict(args, W=w.float()))) > 1

@@ -11,7 +11,8 @@ profiles of the engine's prefill and HF's at 8192), m1 (the fixed batch-1 GEMV c
 chain, engine at every length and batch sweep), floor (the engine at notebook 04's cache lengths), fuse
 (rope_decode_attention against rope_append + decode_attention: bitwise, then the engine A/B), plan (decode_attention's
 host fast path against the full path, notebook 04's decode rows, split counts at batch 8), gemv_m (every GEMV
-config the autotuner may pick at batch 2-8, against its pick and cuBLAS).
+config the autotuner may pick at batch 2-8, against its pick and cuBLAS), batch (the fixed batch 2-32 GEMV config:
+its error, GEMV rows, the engine's batch sweep; decode attention's rows).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks) and merge (the merge inside the split kernel) measured code that was not kept: they are in
 commits bf9283d, ac208e3 and fc26433, with PERF_NOTES.md's verdict."""
@@ -358,12 +359,10 @@ if "prefill" in parts:
     results["prefill_configs"] = variants
     save()  # time to first token: part ttft
 
-if "m1" in parts:
-    # The fixed batch-1 GEMV config (gemv.streaming_config): the engine's shapes and fusions within 2x F.linear's
-    # error against float64 in fp16 and bf16; then GEMV rows at M=1, the projection chain, the engine at every
-    # length and the batch sweep.
+def fused_gemv_checks(rows):
+    """The engine's GEMV shapes and fusions at each row count within 2x F.linear's error against float64, in fp16
+    and bf16."""
     from flashcore.testing import within_rule
-    from integration.engine import llama_weights
 
     def normed(t, g):
         return t.double() * torch.rsqrt(t.double().pow(2).mean(-1, keepdim=True) + 1e-5) * g.double()
@@ -371,27 +370,38 @@ if "m1" in parts:
     checks = []
     for n, k, fusion in ((6144, 4096, "norm"), (4096, 4096, "residual"), (28672, 4096, "silu"),
                          (4096, 14336, "residual"), (128256, 4096, "norm"), (1024, 4096, "plain"), (100, 1000, "norm")):
-        for dtype in (torch.float16, torch.bfloat16):
-            x = torch.randn(1, k, device="cuda", dtype=dtype)
-            w = torch.randn(n, k, device="cuda", dtype=dtype) * 0.02
-            g = torch.rand(k, device="cuda", dtype=dtype) + 0.5
-            r = torch.randn(1, n, device="cuda", dtype=dtype)
-            if fusion == "norm":
-                ours, ref = gemv(x, w, norm_weight=g, eps=1e-5), normed(x, g) @ w.double().T
-                theirs = F.linear(normed(x, g).to(dtype), w)
-            elif fusion == "residual":
-                ours, ref, theirs = gemv(x, w, residual=r), r.double() + x.double() @ w.double().T, r + F.linear(x, w)
-            elif fusion == "silu":
-                gate, up = (normed(x, g) @ w.double().T).chunk(2, dim=-1)
-                ref = F.silu(gate) * up
-                ours = gemv(x, w, norm_weight=g, eps=1e-5, activation="silu_mul")
-                tg, tu = F.linear(normed(x, g).to(dtype), w).chunk(2, dim=-1)
-                theirs = F.silu(tg) * tu
-            else:
-                ours, ref, theirs = gemv(x, w), x.double() @ w.double().T, F.linear(x, w)
-            err, torch_err = (ours.double() - ref).abs().max().item(), (theirs.double() - ref).abs().max().item()
-            checks.append({"shape": f"{n}x{k}", "fusion": fusion, "dtype": str(dtype), "err": err,
-                           "torch_err": torch_err, "ok": within_rule(err, torch_err)})
+        for m in rows:
+            for dtype in (torch.float16, torch.bfloat16):
+                x = torch.randn(m, k, device="cuda", dtype=dtype)
+                w = torch.randn(n, k, device="cuda", dtype=dtype) * 0.02
+                g = torch.rand(k, device="cuda", dtype=dtype) + 0.5
+                r = torch.randn(m, n, device="cuda", dtype=dtype)
+                if fusion == "norm":
+                    ours, ref = gemv(x, w, norm_weight=g, eps=1e-5), normed(x, g) @ w.double().T
+                    theirs = F.linear(normed(x, g).to(dtype), w)
+                elif fusion == "residual":
+                    ours, ref = gemv(x, w, residual=r), r.double() + x.double() @ w.double().T
+                    theirs = r + F.linear(x, w)
+                elif fusion == "silu":
+                    gate, up = (normed(x, g) @ w.double().T).chunk(2, dim=-1)
+                    ref = F.silu(gate) * up
+                    ours = gemv(x, w, norm_weight=g, eps=1e-5, activation="silu_mul")
+                    tg, tu = F.linear(normed(x, g).to(dtype), w).chunk(2, dim=-1)
+                    theirs = F.silu(tg) * tu
+                else:
+                    ours, ref, theirs = gemv(x, w), x.double() @ w.double().T, F.linear(x, w)
+                err, torch_err = (ours.double() - ref).abs().max().item(), (theirs.double() - ref).abs().max().item()
+                checks.append({"shape": f"{n}x{k}", "M": m, "fusion": fusion, "dtype": str(dtype), "err": err,
+                               "torch_err": torch_err, "ok": within_rule(err, torch_err)})
+    return checks
+
+
+if "m1" in parts:
+    # The fixed batch-1 GEMV config (gemv.streaming_config): the engine's shapes and fusions within 2x F.linear's
+    # error against float64 in fp16 and bf16; then GEMV rows at M=1, the projection chain, the engine at every
+    # length and the batch sweep.
+    from integration.engine import llama_weights
+    checks = fused_gemv_checks((1,))
     bad = [c for c in checks if not c["ok"]]
     results["m1_check"] = {"cases": len(checks), "failed": bad}
     log(f"batch-1 GEMV check: {len(checks) - len(bad)}/{len(checks)} within 2x F.linear's error; failed {bad}")
@@ -411,6 +421,36 @@ if "m1" in parts:
     save()
     del model
     release()
+
+if "batch" in parts:
+    # The fixed GEMV config of 2-32 16-bit rows (gemv.batch_config): the engine's shapes and fusions within 2x
+    # F.linear's error, GEMV rows against cuBLAS, the engine's batch sweep; then decode attention's rows (the
+    # planned call now allocates its output after the split launch)
+    checks = fused_gemv_checks((2, 8, 17, 32))
+    bad = [c for c in checks if not c["ok"]]
+    results["batch_check"] = {"cases": len(checks), "failed": bad}
+    log(f"batch GEMV check: {len(checks) - len(bad)}/{len(checks)} within 2x F.linear's error; failed {bad}")
+    results["gemv"] = kernel_bench.gemv_rows(bw, rows_m=(1, 2, 4, 8, 16, 32))
+    for r in results["gemv"]:
+        log(f"gemv {r['shape']:>12s} M={r['M']:2d}: {r['flashcore_us']:7.2f} us ({r['bandwidth_fraction']:.0%}) "
+            f"cublas {r['cublas_us']:7.2f} us ({r['cublas_bandwidth_fraction']:.0%})")
+    save()
+    model = llama31_8b(dtype=torch.float16)
+    for rep in range(2):
+        rows = bench.batch_sweep(model, [1, 2, 4, 8, 16, 32], 2048, bw)
+        results.setdefault("batch_sweep", []).extend(rows)
+        for r in rows:
+            log(f"batch {r['batch']:2d} at 2048: {r['ms_per_step']:.3f} ms/step ({r['ms_per_step'] / r['floor_ms']:.3f}x "
+                f"floor), {r['tok_per_s']:.0f} tok/s")
+    save()
+    del model
+    release()
+    results["decode_rows"] = kernel_bench.decode_attention_rows((512, 1024, 2048, 4096, 8192, 32768, 131072), bw)
+    results["decode_rows"] += kernel_bench.decode_attention_rows((4096,), bw, batches=(8,))
+    for r in results["decode_rows"]:
+        log(f"decode B={r['batch']} {r['cache_len']:6d}: python {r['flashcore_us']:6.1f} us (sdpa "
+            f"{r['sdpa_gqa_us']:6.1f}), graph {r['flashcore_graph_us']:6.1f} (sdpa {r['sdpa_graph_us']:6.1f})")
+    save()
 
 if "fuse" in parts:
     # RoPE and the cache append inside the decode split kernel (rope_decode_attention) against the two kernels it

@@ -37,10 +37,11 @@ def _worker(index, workers, engine_only):
 
     tuner = gemv_module._gemv_autotuned
     tuner.configs = tuner.configs[index::workers]
-    # A 16-bit row has one config (gemv.streaming_config), whatever a worker's share: worker 0 compiles it.
+    # 16-bit weights have one config (gemv.streaming_config, gemv.batch_config), whatever a worker's share:
+    # worker 0 compiles it.
     tasks = [(n, k, m, fusion, dtype) for n, k, m, fusion, dtype in _tasks()
              if (not engine_only or (m == 1 and dtype == "float16"))
-             and (index == 0 or m > 1 or dtype == "float32")]
+             and (index == 0 or dtype == "float32")]
     for n, k, m, fusion, dtype in tasks:
         dtype = getattr(torch, dtype)
         x = torch.randn(m, k, dtype=dtype, device="cuda")

@@ -11,8 +11,9 @@ Optional fusions remove the small kernels around each projection (each costs a l
 - ``activation="silu_mul"``: W is [gate; up] stacked ([2N, K]); y = silu(x·gateᵀ) * (x·upᵀ), rounded as
   ``act_fn(gate_proj(x)) * up_proj(x)`` is.
 Accumulation is fp32. Up to 8 rows reduce elementwise products (no padding of M to 16); 16-bit inputs with
-more rows use tl.dot. One 16-bit row (batch-1 decode, the case the floor is about) takes a fixed, measured
-launch config (streaming_config); other cases are autotuned per shape over a pruned list.
+more rows use tl.dot. 16-bit weights take fixed launch configs measured on an H200: streaming_config for one row
+(batch-1 decode, the case the floor is about), batch_config for more; fp32 is autotuned per shape over a pruned
+list.
 """
 import torch
 import triton
@@ -152,15 +153,33 @@ def streaming_config(k, has_norm):
     return triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": 1}, num_warps=4)
 
 
+BATCH_BLOCK_K = 128
+BATCH_WAVES = 1.5  # programs per SM that batch_config aims for
+
+
+def batch_config(n, k, sms):
+    """The launch config of 2 to 32 16-bit rows (tl.dot, rows padded to 16 or 32), fixed rather than autotuned.
+    Every config the autotuner may pick, timed on an H200 at 2, 4 and 8 rows in CUDA graphs over rotated weights
+    (.ci/gpu/dev_probe.py gemv_m, probe run21), put the fastest at BLOCK_K 128 and 4 warps for every 8B shape and
+    row count, with about 1.5 waves of programs or more: 64-wide column blocks (narrower only where even a 4-way
+    split of K leaves too few programs, as for the 1024-wide k/v outputs), and K split in 2 or 4 until the
+    programs reach that. The autotuner's picks (single launches timed) moved between runs, up to 20% slower."""
+    target = BATCH_WAVES * sms
+    splits = [s for s in (1, 2, 4) if s == 1 or (n <= SPLIT_K_MAX_N and k >= s * BATCH_BLOCK_K * 2)]
+    block_n = next((bn for bn in (64, 32) if triton.cdiv(n, bn) * splits[-1] >= target), 16)
+    split_k = next((s for s in splits if triton.cdiv(n, block_n) * s >= target), splits[-1])
+    return triton.Config({"BLOCK_N": block_n, "BLOCK_K": BATCH_BLOCK_K, "SPLIT_K": split_k}, num_warps=4)
+
+
 def _prune(configs, named_args, **kwargs):
     """Keep configs whose per-iteration tile fits in registers and that give at least one wave of programs
-    (split-K only where N alone gives too few, and at most 16 waves of split programs). One 16-bit row takes
-    streaming_config alone."""
+    (split-K only where N alone gives too few, and at most 16 waves of split programs). 16-bit weights take
+    streaming_config (one row) or batch_config (more) alone."""
     args = {**named_args, **kwargs}  # the launcher passes everything by keyword
     m_pad, n, k, use_dot = args["M_PAD"], args["N"], args["K"], args["USE_DOT"]
-    if m_pad == 1 and args["W"].element_size() == 2:
-        return [streaming_config(k, args["HAS_NORM"])]
     sms = sm_count(args["X"].device)
+    if args["W"].element_size() == 2:
+        return [streaming_config(k, args["HAS_NORM"]) if m_pad == 1 else batch_config(n, k, sms)]
     kept = []
     for config in configs:
         block_n, block_k, split_k = config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"], config.kwargs["SPLIT_K"]
