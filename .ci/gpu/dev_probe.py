@@ -12,8 +12,7 @@ chain, engine at every length and batch sweep), floor (the engine at notebook 04
 (rope_decode_attention against rope_append + decode_attention: bitwise, then the engine A/B), plan (decode_attention's
 host fast path against the full path, notebook 04's decode rows, split counts at batch 8), gemv_m (every GEMV
 config the autotuner may pick at batch 2-8, against its pick and cuBLAS), batch (the fixed batch 2-32 GEMV config:
-its error, GEMV rows, the engine's batch sweep; decode attention's rows), norm (the batch GEMV's RMSNorm prologue:
-chunk width and pipelining, fused rows and the engine's batch sweep).
+its error, GEMV rows, the engine's batch sweep; decode attention's rows).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks) and merge (the merge inside the split kernel) measured code that was not kept: they are in
 commits bf9283d, ac208e3 and fc26433, with PERF_NOTES.md's verdict."""
@@ -451,47 +450,6 @@ if "batch" in parts:
     for r in results["decode_rows"]:
         log(f"decode B={r['batch']} {r['cache_len']:6d}: python {r['flashcore_us']:6.1f} us (sdpa "
             f"{r['sdpa_gqa_us']:6.1f}), graph {r['flashcore_graph_us']:6.1f} (sdpa {r['sdpa_graph_us']:6.1f})")
-    save()
-
-if "norm" in parts:
-    # The RMSNorm prologue of batch GEMVs (probe run23: batch_config's 128-wide chunks made the engine 0.6 ms a
-    # step slower at batch 2-32): prologue chunk width and loop pipelining, fused GEMV rows and the engine's
-    # batch sweep for each; then the error of the new defaults
-    import flashcore.ops.gemv as gemv_module
-    from integration.timing import rotation_count, time_graph_ms
-    defaults = gemv_module.NORM_TILE, gemv_module.NORM_STAGES
-    model = llama31_8b(dtype=torch.float16)
-    variants = {"chunk128": (2048, 1), "wide": (8192, 1), "chunk128_piped": (2048, 3), "wide_piped": (8192, 3)}
-    rows = []
-    for rep in range(2):
-        for name, (tile, stages) in variants.items():
-            gemv_module.NORM_TILE, gemv_module.NORM_STAGES = tile, stages
-            for n, k, activation in ((6144, 4096, None), (28672, 4096, "silu_mul"), (128256, 4096, None)):
-                copies = rotation_count(n * k * 2, limit=8)
-                weights = [torch.randn(n, k, dtype=torch.float16, device="cuda") * 0.02 for _ in range(copies)]
-                g = torch.rand(k, dtype=torch.float16, device="cuda") + 0.5
-                for m in (1, 4, 16, 32):
-                    x = torch.randn(m, k, dtype=torch.float16, device="cuda")
-                    out = torch.empty(m, n // 2 if activation else n, dtype=torch.float16, device="cuda")
-                    calls = [lambda w=w: gemv(x, w, norm_weight=g, activation=activation, out=out) for w in weights]
-                    us = time_graph_ms(kernel_bench._rotating(calls), copies)["ms"] * 1e3
-                    rows.append({"variant": name, "rep": rep, "shape": f"{n}x{k}", "M": m, "us": us,
-                                 "bandwidth_fraction": n * k * 2 / bw / us * 1e6})
-                    log(f"norm {name:15s} rep {rep} {n}x{k} M={m:2d}: {us:7.2f} us ({rows[-1]['bandwidth_fraction']:.0%})")
-                del weights
-            for r in bench.batch_sweep(model, [1, 4, 16, 32], 2048, bw):
-                rows.append({"variant": name, "rep": rep, "engine_batch": r["batch"], "ms": r["ms_per_step"]})
-                log(f"norm {name:15s} rep {rep} engine batch {r['batch']:2d} at 2048: {r['ms_per_step']:.3f} ms/step "
-                    f"({r['ms_per_step'] / r['floor_ms']:.3f}x floor)")
-            results["norm"] = rows
-            save()
-    gemv_module.NORM_TILE, gemv_module.NORM_STAGES = defaults
-    del model
-    release()
-    checks = fused_gemv_checks((1, 2, 8, 17, 32))
-    bad = [c for c in checks if not c["ok"]]
-    results["norm_check"] = {"cases": len(checks), "failed": bad}
-    log(f"GEMV check at the defaults: {len(checks) - len(bad)}/{len(checks)} within 2x F.linear's error; failed {bad}")
     save()
 
 if "fuse" in parts:

@@ -54,7 +54,6 @@ def _gemv_kernel(
     eps,
     M_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, USE_DOT: tl.constexpr,
-    NORM_BLOCK: tl.constexpr, NORM_STAGES: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)  # which slice of K (split-K: small N still fills every SM)
@@ -67,11 +66,10 @@ def _gemv_kernel(
     up_rows = W + (offs_n + N)[:, None].to(tl.int64) * stride_wn  # silu_mul: the up half of [gate; up]
 
     if HAS_NORM:
-        # RMSNorm statistics in fp32 over the whole row of x (a few KB: an L2 read per program), in wide,
-        # pipelined chunks: every program waits for this pass before its first weight load
+        # RMSNorm statistics in fp32 over the whole row of x (a few KB: an L2 read per program)
         sum_sq = tl.zeros([M_PAD], dtype=tl.float32)
-        for k0 in tl.range(0, K, NORM_BLOCK, num_stages=NORM_STAGES):
-            offs_k = k0 + tl.arange(0, NORM_BLOCK)
+        for k0 in range(0, K, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_rows + offs_k[None, :] * stride_xk, mask=mask_m[:, None] & (offs_k[None, :] < K),
                         other=0.0).to(tl.float32)
             sum_sq += tl.sum(x * x, 1)
@@ -128,10 +126,6 @@ def _gemv_kernel(
             _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, mask, stride_om, stride_rm, EPILOGUE)
 
 
-# The RMSNorm prologue's loads: elements of x per load over the padded rows (all of a 4096-wide row for one row;
-# at 16 rows, 512 columns a load), and the pipeline stages of its loop.
-NORM_TILE = 8192
-NORM_STAGES = 3
 MAX_SPLIT_K = 4
 SPLIT_K_MAX_N = 16384  # wider outputs have programs enough without splitting K
 MIN_BLOCK_N = 4
@@ -299,7 +293,6 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         stride_xm=x.stride(0), stride_xk=x.stride(1), stride_wn=weight.stride(0), stride_om=out.stride(0),
         stride_rm=residual.stride(0) if residual is not None else 0,
         eps=float(eps), M_PAD=m_pad, HAS_NORM=norm_weight is not None, EPILOGUE=epilogue, USE_DOT=use_dot,
-        NORM_BLOCK=min(triton.next_power_of_2(k), max(16, NORM_TILE // m_pad)), NORM_STAGES=NORM_STAGES,
     )
     if config is None and x.device.type == "cuda":
         _gemv_autotuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])](**args)
