@@ -77,8 +77,9 @@ def test_bad_inputs_name_the_argument(device):
 
 
 def test_sixteen_bit_weights_take_the_fixed_configs():
-    """A 16-bit row gets streaming_config alone, more 16-bit rows batch_config alone (no autotuning among configs
-    the sweeps found slower); fp32 keeps the autotuned space."""
+    """A 16-bit row gets streaming_config alone, more 16-bit rows without an RMSNorm prologue batch_config alone
+    (no autotuning among configs the sweeps found slower); the prologue at more rows and fp32 keep the autotuned
+    space."""
     from flashcore.ops.gemv import _configs, _prune, batch_config, streaming_config
 
     def picked(config):
@@ -100,5 +101,6 @@ def test_sixteen_bit_weights_take_the_fixed_configs():
     args = dict(X=torch.empty(1, 4096, dtype=torch.float16), W=w, N=4096, K=4096, USE_DOT=False, HAS_NORM=False)
     assert [picked(c) for c in _prune(_configs(), {}, M_PAD=1, **args)] == [(8, 2048, 1, 4)]
     assert [picked(c) for c in _prune(_configs(), {}, M_PAD=16, **dict(args, USE_DOT=True))] == [(64, 128, 1, 4)]
+    assert len(_prune(_configs(), {}, M_PAD=16, **dict(args, USE_DOT=True, HAS_NORM=True))) > 1
     assert len(_prune(_configs(), {}, M_PAD=1, **dict(args, W=w.float()))) > 1
     assert len(_prune(_configs(), {}, M_PAD=8, **dict(args, W=w.float()))) > 1

@@ -14,8 +14,9 @@ host fast path against the full path, notebook 04's decode rows, split counts at
 config the autotuner may pick at batch 2-8, against its pick and cuBLAS), batch (the fixed batch 2-32 GEMV config:
 its error, GEMV rows, the engine's batch sweep; decode attention's rows).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
-consecutive key blocks) and merge (the merge inside the split kernel) measured code that was not kept: they are in
-commits bf9283d, ac208e3 and fc26433, with PERF_NOTES.md's verdict."""
+consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
+in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
+with PERF_NOTES.md's verdict."""
 import gc
 import json
 import os

@@ -12,8 +12,8 @@ Optional fusions remove the small kernels around each projection (each costs a l
   ``act_fn(gate_proj(x)) * up_proj(x)`` is.
 Accumulation is fp32. Up to 8 rows reduce elementwise products (no padding of M to 16); 16-bit inputs with
 more rows use tl.dot. 16-bit weights take fixed launch configs measured on an H200: streaming_config for one row
-(batch-1 decode, the case the floor is about), batch_config for more; fp32 is autotuned per shape over a pruned
-list.
+(batch-1 decode, the case the floor is about), batch_config for more rows without an RMSNorm prologue; the rest
+is autotuned per shape over a pruned list.
 """
 import torch
 import triton
@@ -163,7 +163,9 @@ def batch_config(n, k, sms):
     (.ci/gpu/dev_probe.py gemv_m, probe run21), put the fastest at BLOCK_K 128 and 4 warps for every 8B shape and
     row count, with about 1.5 waves of programs or more: 64-wide column blocks (narrower only where even a 4-way
     split of K leaves too few programs, as for the 1024-wide k/v outputs), and K split in 2 or 4 until the
-    programs reach that. The autotuner's picks (single launches timed) moved between runs, up to 20% slower."""
+    programs reach that. The autotuner's picks (single launches timed) moved between runs, up to 20% slower.
+    Launches with an RMSNorm prologue stay autotuned: at these 128-wide blocks they ran 1.2-1.5x slower than
+    without it (probe run24: the engine at batch 4 5.2-5.5 ms a step against the autotuned 4.75)."""
     target = BATCH_WAVES * sms
     splits = [s for s in (1, 2, 4) if s == 1 or (n <= SPLIT_K_MAX_N and k >= s * BATCH_BLOCK_K * 2)]
     block_n = next((bn for bn in (64, 32) if triton.cdiv(n, bn) * splits[-1] >= target), 16)
@@ -174,12 +176,14 @@ def batch_config(n, k, sms):
 def _prune(configs, named_args, **kwargs):
     """Keep configs whose per-iteration tile fits in registers and that give at least one wave of programs
     (split-K only where N alone gives too few, and at most 16 waves of split programs). 16-bit weights take
-    streaming_config (one row) or batch_config (more) alone."""
+    streaming_config (one row) or, without an RMSNorm prologue, batch_config (more rows) alone."""
     args = {**named_args, **kwargs}  # the launcher passes everything by keyword
     m_pad, n, k, use_dot = args["M_PAD"], args["N"], args["K"], args["USE_DOT"]
     sms = sm_count(args["X"].device)
-    if args["W"].element_size() == 2:
-        return [streaming_config(k, args["HAS_NORM"]) if m_pad == 1 else batch_config(n, k, sms)]
+    if args["W"].element_size() == 2 and m_pad == 1:
+        return [streaming_config(k, args["HAS_NORM"])]
+    if args["W"].element_size() == 2 and not args["HAS_NORM"]:
+        return [batch_config(n, k, sms)]
     kept = []
     for config in configs:
         block_n, block_k, split_k = config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"], config.kwargs["SPLIT_K"]
