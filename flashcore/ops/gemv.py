@@ -163,8 +163,9 @@ def batch_config(n, k, sms):
     (.ci/gpu/dev_probe.py gemv_m, probe run21), put the fastest at BLOCK_K 128 and 4 warps for every 8B shape and
     row count, with about 1.5 waves of programs or more: 64-wide column blocks (narrower only where even a 4-way
     split of K leaves too few programs, as for the 1024-wide k/v outputs), and K split in 2 or 4 until the
-    programs reach that. The autotuner's picks (single launches timed) moved between runs, up to 20% slower.
-    Launches with an RMSNorm prologue stay autotuned: at these 128-wide blocks they ran 1.2-1.5x slower than
+    programs reach that (probe run23 timed it at 16 and 32 rows too: ahead of cuBLAS but for 6144x4096, 2-13%
+    behind at every config tried). The autotuner's picks (single launches timed) moved between runs, up to 20%
+    slower. Launches with an RMSNorm prologue stay autotuned: at these 128-wide blocks they ran 1.2-1.5x slower than
     without it (probe run24: the engine at batch 4 5.2-5.5 ms a step against the autotuned 4.75)."""
     target = BATCH_WAVES * sms
     splits = [s for s in (1, 2, 4) if s == 1 or (n <= SPLIT_K_MAX_N and k >= s * BATCH_BLOCK_K * 2)]
