@@ -12,7 +12,8 @@ chain, engine at every length and batch sweep), floor (the engine at notebook 04
 (rope_decode_attention against rope_append + decode_attention: bitwise, then the engine A/B), plan (decode_attention's
 host fast path against the full path, notebook 04's decode rows, split counts at batch 8), gemv_m (every GEMV
 config the autotuner may pick at batch 2-8, against its pick and cuBLAS), batch (the fixed batch 2-32 GEMV config:
-its error, GEMV rows, the engine's batch sweep; decode attention's rows).
+its error, GEMV rows, the engine's batch sweep; decode attention's rows), row (the persistent one-row GEMV against
+streaming_config's tiled launch: error, a small grid, the engine A/B).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -452,6 +453,62 @@ if "batch" in parts:
         log(f"decode B={r['batch']} {r['cache_len']:6d}: python {r['flashcore_us']:6.1f} us (sdpa "
             f"{r['sdpa_gqa_us']:6.1f}), graph {r['flashcore_graph_us']:6.1f} (sdpa {r['sdpa_graph_us']:6.1f})")
     save()
+
+if "row" in parts:
+    # The persistent one-row GEMV (gemv._gemv_row_kernel: x read and normalised once per program, column tiles in
+    # a grid-stride loop) against streaming_config's tiled launch: error, the engine's K = 4096 projections over
+    # a small grid (tile rows, programs per SM, loop stages), then the engine at 512 and 2048 with the best, A/B
+    import flashcore.ops.gemv as gemv_module
+    from integration.timing import rotation_count, time_graph_ms
+    gemv_module.PERSISTENT_ROW = True
+    checks = fused_gemv_checks((1,))
+    bad = [c for c in checks if not c["ok"]]
+    results["row_check"] = {"cases": len(checks), "failed": bad}
+    log(f"row GEMV check: {len(checks) - len(bad)}/{len(checks)} within 2x F.linear's error; failed {bad}")
+    shapes = {"qkv": (6144, 4096, dict(norm=True)), "o": (4096, 4096, dict(residual=True)),
+              "gate_up": (28672, 4096, dict(norm=True, activation="silu_mul")), "lm_head": (128256, 4096, dict(norm=True))}
+    weight_of = {"qkv": 32, "o": 32, "gate_up": 32, "lm_head": 1}  # launches per engine step
+    grid = [("tiled", None)] + [(f"row bn{bn} p{p} s{st}", (bn, p, st)) for bn in (4, 8) for st in (1, 3) for p in (1, 2, 4)]
+    rows = {}
+    for name, (n, k, fusion) in shapes.items():
+        copies = rotation_count(n * k * 2, limit=8)
+        weights = [torch.randn(n, k, dtype=torch.float16, device="cuda") * 0.02 for _ in range(copies)]
+        x = torch.randn(1, k, dtype=torch.float16, device="cuda")
+        g = torch.rand(k, dtype=torch.float16, device="cuda") + 0.5
+        out = torch.zeros(1, n // 2 if fusion.get("activation") else n, dtype=torch.float16, device="cuda")
+        kw = dict(norm_weight=g if fusion.get("norm") else None, activation=fusion.get("activation"))
+        if fusion.get("residual"):
+            kw["residual"] = out
+        for label, setting in grid:
+            gemv_module.PERSISTENT_ROW = setting is not None
+            if setting:
+                gemv_module.ROW_BLOCK_N, gemv_module.ROW_PROGRAMS_PER_SM, gemv_module.ROW_STAGES = setting
+            calls = [lambda w=w: gemv(x, w, out=out, **kw) for w in weights]
+            us = time_graph_ms(kernel_bench._rotating(calls), copies)["ms"] * 1e3
+            rows.setdefault(label, {})[name] = us
+            log(f"row {name:8s} {label:16s}: {us:7.2f} us ({n * k * 2 / bw / us * 1e6:.0%})")
+        del weights
+        results["row_grid"] = rows
+        save()
+    step_us = {label: sum(weight_of[s] * t for s, t in r.items()) for label, r in rows.items()}
+    best = min((label for label in step_us if label != "tiled"), key=step_us.get)
+    log(f"row: per-step GEMV time (these four shapes) tiled {step_us['tiled']:.0f} us, best {best} {step_us[best]:.0f} us")
+    results["row_step_us"] = step_us
+    setting = dict(grid)[best]
+    gemv_module.ROW_BLOCK_N, gemv_module.ROW_PROGRAMS_PER_SM, gemv_module.ROW_STAGES = setting
+    release()
+    model = llama31_8b(dtype=torch.float16)
+    engine_rows = []
+    for rep in range(2):
+        for persistent in (False, True):
+            gemv_module.PERSISTENT_ROW = persistent
+            for r in bench.decode_sweep(model, [512, 2048], bw, ["flashcore-engine"]):
+                engine_rows.append(dict(r, persistent=persistent, rep=rep))
+                log(f"row engine persistent={persistent:d} rep {rep} cache {r['cache_len']}: {r['ms_per_token']:.3f} ms "
+                    f"({r['ratio_to_floor']:.3f}x floor)")
+            results["row_engine"] = engine_rows
+            save()
+    gemv_module.PERSISTENT_ROW = False
 
 if "fuse" in parts:
     # RoPE and the cache append inside the decode split kernel (rope_decode_attention) against the two kernels it

@@ -126,6 +126,48 @@ def _gemv_kernel(
             _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, mask, stride_om, stride_rm, EPILOGUE)
 
 
+@triton.jit
+def _gemv_row_kernel(
+    X, W, Out, NormWeight, Residual,
+    N, K, stride_xk, stride_wn, eps,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr,
+    STAGES: tl.constexpr,
+):
+    """One row, persistent: each program reads (and normalises) x once, keeps it in registers, and streams
+    column tiles of W in a grid-stride loop, so the row's fixed costs are paid per program, not per tile.
+    BLOCK_K holds all of K. The rounding is _gemv_kernel's at M_PAD = 1 with one K block."""
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_k = offs_k < K
+    x = tl.load(X + offs_k * stride_xk, mask=mask_k, other=0.0)
+    if HAS_NORM:
+        x32 = x.to(tl.float32)
+        rstd = tl.math.rsqrt(tl.sum(x32 * x32, 0) / K + eps)
+        g = tl.load(NormWeight + offs_k, mask=mask_k, other=0.0)
+        x = ((x32 * rstd).to(x.dtype).to(tl.float32) * g.to(tl.float32)).to(x.dtype)
+    x32 = x.to(tl.float32)[None, :]
+    offs_m = tl.arange(0, 1)
+    for tile in tl.range(tl.program_id(0), tl.cdiv(N, BLOCK_N), tl.num_programs(0), num_stages=STAGES):
+        offs_n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_nk = (offs_n < N)[:, None] & mask_k[None, :]
+        w = tl.load(W + offs_n[:, None].to(tl.int64) * stride_wn + offs_k[None, :], mask=mask_nk, other=0.0)
+        acc = tl.sum(w.to(tl.float32) * x32, 1)[None, :]
+        acc_up = acc
+        if EPILOGUE == 2:
+            w_up = tl.load(W + (offs_n + N)[:, None].to(tl.int64) * stride_wn + offs_k[None, :], mask=mask_nk,
+                           other=0.0)
+            acc_up = tl.sum(w_up.to(tl.float32) * x32, 1)[None, :]
+        _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, (offs_n < N)[None, :], 0, 0, EPILOGUE)
+
+
+# The persistent one-row kernel (_gemv_row_kernel) for 16-bit rows with K up to ROW_MAX_K: off until measured
+# against streaming_config in a device probe (.ci/gpu/dev_probe.py row).
+PERSISTENT_ROW = False
+ROW_MAX_K = 4096
+ROW_BLOCK_N = 4
+ROW_PROGRAMS_PER_SM = 2
+ROW_STAGES = 3
+
+
 MAX_SPLIT_K = 4
 SPLIT_K_MAX_N = 16384  # wider outputs have programs enough without splitting K
 MIN_BLOCK_N = 4
@@ -299,6 +341,9 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         stride_rm=residual.stride(0) if residual is not None else 0,
         eps=float(eps), M_PAD=m_pad, HAS_NORM=norm_weight is not None, EPILOGUE=epilogue, USE_DOT=use_dot,
     )
+    if config is None and PERSISTENT_ROW and rows == 1 and x.element_size() == 2 and k <= ROW_MAX_K:
+        _launch_row(args, ROW_BLOCK_N, ROW_PROGRAMS_PER_SM, ROW_STAGES)
+        return out
     if config is None and x.device.type == "cuda":
         _gemv_autotuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])](**args)
         return out
@@ -314,3 +359,16 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
     _gemv_kernel[(triton.cdiv(n, block_n), split_k)](**args, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split_k,
                                                     **launch)
     return out
+
+
+def _launch_row(args, block_n, programs_per_sm, stages):
+    """_gemv_row_kernel over gemv's argument dict: at most programs_per_sm programs per SM, each taking every
+    programs-th tile of block_n columns."""
+    n, k = args["N"], args["K"]
+    tiles = triton.cdiv(n, block_n)
+    programs = min(tiles, programs_per_sm * sm_count(args["X"].device))
+    _gemv_row_kernel[(programs,)](
+        args["X"], args["W"], args["Out"], args["NormWeight"], args["Residual"],
+        n, k, args["stride_xk"], args["stride_wn"], args["eps"],
+        BLOCK_N=block_n, BLOCK_K=triton.next_power_of_2(k), HAS_NORM=args["HAS_NORM"], EPILOGUE=args["EPILOGUE"],
+        STAGES=stages, num_warps=4)
