@@ -159,13 +159,15 @@ def _gemv_row_kernel(
         _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, (offs_n < N)[None, :], 0, 0, EPILOGUE)
 
 
-# The persistent one-row kernel (_gemv_row_kernel) for 16-bit rows with K up to ROW_MAX_K: off until measured
-# against streaming_config in a device probe (.ci/gpu/dev_probe.py row).
+# The persistent one-row kernel (_gemv_row_kernel) for 16-bit rows with an RMSNorm prologue and K up to ROW_MAX_K,
+# off until the engine A/B is measured (.ci/gpu/dev_probe.py row). Probe run25 (H200, graphs over rotated
+# weights): QKV 6144x4096 with its norm 16.4 us at 4 rows a tile, one program per SM, a 3-stage loop, against
+# streaming_config's 18.4; without a prologue to save it only tied (O 11.7 against 11.7 at its best setting).
 PERSISTENT_ROW = False
 ROW_MAX_K = 4096
 ROW_BLOCK_N = 4
-ROW_PROGRAMS_PER_SM = 2
-ROW_STAGES = 3
+ROW_PROGRAMS_PER_SM = 1
+ROW_STAGES = 3  # 8-row tiles of [gate; up] at 3 stages need more shared memory than an SM has
 
 
 MAX_SPLIT_K = 4
@@ -341,7 +343,8 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         stride_rm=residual.stride(0) if residual is not None else 0,
         eps=float(eps), M_PAD=m_pad, HAS_NORM=norm_weight is not None, EPILOGUE=epilogue, USE_DOT=use_dot,
     )
-    if config is None and PERSISTENT_ROW and rows == 1 and x.element_size() == 2 and k <= ROW_MAX_K:
+    if config is None and PERSISTENT_ROW and rows == 1 and x.element_size() == 2 and k <= ROW_MAX_K \
+            and norm_weight is not None:
         _launch_row(args, ROW_BLOCK_N, ROW_PROGRAMS_PER_SM, ROW_STAGES)
         return out
     if config is None and x.device.type == "cuda":
