@@ -3,6 +3,7 @@ the unfused torch ops they replace."""
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
 
 from conftest import ON_GPU
 from flashcore.engine import rms_norm
@@ -66,7 +67,7 @@ def test_the_persistent_row_kernel_matches_the_streaming_one(n, k, device, monke
     w = _randn(2 * n, k, dtype=torch.float16, device=device, scale=0.05)
     residual = _randn(1, 2 * n, dtype=torch.float16, device=device)
     calls = [dict(norm_weight=g), dict(norm_weight=g, activation="silu_mul"), dict(norm_weight=g, residual=residual)]
-    tiled = [gemv(x, w, config=(4, triton_pow2(k), 1), **kw) for kw in calls]
+    tiled = [gemv(x, w, config=(4, triton.next_power_of_2(k), 1), **kw) for kw in calls]
     monkeypatch.setattr(gemv_module, "PERSISTENT_ROW", True)
     monkeypatch.setattr(gemv_module, "ROW_PROGRAMS_PER_SM", 3)
     for kw, expected in zip(calls, tiled):
@@ -78,10 +79,6 @@ def test_the_persistent_row_kernel_matches_the_streaming_one(n, k, device, monke
     ref = normed.double() @ w.double().T
     err = (gemv(x, w, norm_weight=g).double() - ref).abs().max().item()
     assert err <= 2 * (F.linear(normed, w).double() - ref).abs().max().item() + 1e-5
-
-
-def triton_pow2(k):
-    return 1 << (k - 1).bit_length()
 
 
 def test_bad_inputs_name_the_argument(device):

@@ -135,7 +135,8 @@ def _gemv_row_kernel(
 ):
     """One row, persistent: each program reads (and normalises) x once, keeps it in registers, and streams
     column tiles of W in a grid-stride loop, so the row's fixed costs are paid per program, not per tile.
-    BLOCK_K holds all of K. The rounding is _gemv_kernel's at M_PAD = 1 with one K block."""
+    BLOCK_K holds all of K. It rounds as _gemv_kernel does for one row with all of K in one block (the order of
+    the fp32 sums may differ)."""
     offs_k = tl.arange(0, BLOCK_K)
     mask_k = offs_k < K
     x = tl.load(X + offs_k * stride_xk, mask=mask_k, other=0.0)
