@@ -10,6 +10,7 @@ working (its forward reads the same memory) and the weights exist once.
 import torch
 from torch import nn
 
+from flashcore import _validate
 from flashcore.engine import DecodeEngine, LayerWeights, LlamaShape, LlamaWeights, SamplingConfig
 from flashcore.ops.rope_append import rope_tables
 from integration.llama_flashcore import _check_llama_style
@@ -86,8 +87,7 @@ class FlashCoreEngine:
 
     def __init__(self, model, max_batch_size=1, max_seq_len=4096, *, prefill_chunk=4096, projections="gemv",
                  cuda_graphs=None):
-        if isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int) or max_seq_len < 2:
-            raise ValueError(f"max_seq_len must be an int >= 2, got {max_seq_len!r}")
+        _validate.check_int("max_seq_len", max_seq_len, minimum=2)
         self.model = model
         self.weights = llama_weights(model, max_seq_len)
         self.engine = DecodeEngine(self.weights, max_batch_size, max_seq_len, prefill_chunk=prefill_chunk,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from flashcore import _validate
 from flashcore.engine import sampling
 from flashcore.engine.state import DecodeState
 from flashcore.engine.step import PROJECTIONS, DecodeBuffers, decode_step, prefill
@@ -31,9 +32,7 @@ class SamplingConfig:
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
                 or not self.temperature > 0:
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
-                                       or self.top_k < 1):
-            raise ValueError(f"top_k must be a positive int or None, got {self.top_k!r}")
+        _validate.check_int("top_k", self.top_k, minimum=1, optional=True)
         if self.top_p is not None and (isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float))
                                        or not 0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p!r}")
@@ -120,8 +119,7 @@ class DecodeEngine:
         if projections not in PROJECTIONS:
             raise ValueError(f"projections must be one of {PROJECTIONS}, got {projections!r}")
         for name, value in (("prefill_chunk", prefill_chunk), ("sync_every", sync_every)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            _validate.check_positive_int(name, value)
         if weights.rope_cos.shape[0] < max_len:
             raise ValueError(f"the RoPE tables cover {weights.rope_cos.shape[0]} positions, fewer than max_len "
                              f"{max_len}")
@@ -150,8 +148,7 @@ class DecodeEngine:
     def check_request(self, batch, prompt_len, max_new_tokens):
         """Raise a clear error for a request that cannot run, before anything is done."""
         for name, value in (("batch", batch), ("prompt length", prompt_len), ("max_new_tokens", max_new_tokens)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            _validate.check_positive_int(name, value)
         if batch > self.state.max_batch:
             raise ValueError(f"batch {batch} exceeds max_batch_size {self.state.max_batch}")
         if prompt_len + max_new_tokens > self.state.max_len:

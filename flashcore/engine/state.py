@@ -6,6 +6,8 @@ checked before each step without waiting on the device.
 """
 import torch
 
+from flashcore import _validate
+
 
 class DecodeState:
     """key/value: [layers, max_batch, Hkv, max_len, D]. write_pos[b]: rows filled (the next write row).
@@ -13,8 +15,7 @@ class DecodeState:
 
     def __init__(self, shape, max_batch, max_len, dtype, device):
         for name, value in (("max_batch", max_batch), ("max_len", max_len)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            _validate.check_positive_int(name, value)
         self.key = torch.zeros(shape.layers, max_batch, shape.kv_heads, max_len, shape.head_dim, dtype=dtype,
                                device=device)
         self.value = torch.zeros_like(self.key)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from flashcore import _validate
 from flashcore.decode import DecodeWorkspace, num_splits, rope_decode_attention, sm_count
 from flashcore.ops.gemv import gemv
 from flashcore.ops.rope_append import rope_append
@@ -33,8 +34,7 @@ def rms_norm(x, weight, eps):
 def prefill(weights, state, tokens, chunk_size=4096):
     """Run prompts tokens [B, S] (left-padded as state.kv_start says) through every layer, chunk by chunk,
     filling the cache from state.write_pos on. Returns the logits of each sequence's last token [B, V]."""
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    _validate.check_positive_int("chunk_size", chunk_size)
     logits = None
     for start in range(0, tokens.shape[1], chunk_size):
         chunk = tokens[:, start:start + chunk_size]

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from flashcore import _validate
+
 
 @dataclass(frozen=True)
 class LlamaShape:
@@ -23,9 +25,7 @@ class LlamaShape:
 
     def __post_init__(self):
         for name in ("layers", "hidden", "intermediate", "q_heads", "kv_heads", "head_dim", "vocab"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            _validate.check_positive_int(name, getattr(self, name))
         if self.q_heads % self.kv_heads:
             raise ValueError(f"q_heads ({self.q_heads}) must be a multiple of kv_heads ({self.kv_heads})")
         if not self.rms_eps > 0:
