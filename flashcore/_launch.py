@@ -7,9 +7,10 @@ each variant go through Triton (which compiles it) and afterwards hands the argu
 kernel's C launcher.
 
 The caller names the variant with ``key``, and the key must determine everything Triton would specialise on.
-Kernels launched this way therefore type every int parameter (``stride: tl.int64``) and list it in
-``do_not_specialize``, so ints are never specialised; what remains is each pointer's dtype and 16-byte
-alignment, and the constexprs, which the key must include.
+Kernels launched this way list in ``do_not_specialize`` the ints that vary freely (lengths, counts), so those are
+never specialised; the other ints (strides) enter the key through ``int_key``, which reproduces Triton's
+specialisation of them (value 1, divisibility by 16). What remains is each pointer's dtype and 16-byte alignment,
+and the constexprs, which the key must include too.
 
 ``bound`` goes one step further for a caller that keeps its own cache of checked calls (decode's plans): the
 compiled variant at a fixed grid, called with the runtime arguments alone (``BoundLaunch``).

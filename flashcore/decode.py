@@ -47,7 +47,8 @@ def num_splits(batch, kv_heads, max_len, sm_count, block_n=DECODE_BLOCK_N):
     return max(1, min(wanted, math.ceil(max_len / block_n), MAX_SPLITS))
 
 
-# Lengths change every call (a new token, a new prompt): compile once for all of them.
+# Lengths, head and split counts and RoPE table sizes vary between calls and models: never specialised, so one
+# compiled variant serves them all (FastLaunch's key covers the strides).
 @triton.jit(do_not_specialize=["kv_heads", "kv_len", "num_splits", "max_positions"])
 def _decode_split_kernel(
     Q, K, V, PartialOut, PartialLse, KvLens, KvStart, Cos, Sin,

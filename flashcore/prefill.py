@@ -35,7 +35,8 @@ def _attend_masked(q, m_i, l_i, acc, start_n, offs_n, offs_d, mask_d, query_pos,
         visible, qk_scale_log2, DOT_PRECISION, LOAD_V_WITH_K=False, MASKED=True)
 
 
-# Lengths change every call (a new token, a new prompt): compile once for all of them.
+# Lengths change every call (a new prompt, a new chunk) and head counts between models: never specialised, so one
+# compiled variant serves them all.
 @triton.jit(do_not_specialize=["q_heads", "q_len", "kv_len"])
 def _prefill_fwd_kernel(
     Q, K, V, Out, Lse, KvLens, KvStart,
