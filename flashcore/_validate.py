@@ -273,3 +273,8 @@ def check_same(name, t, ref_name, ref):
         raise TypeError(f"{name} dtype {t.dtype} does not match {ref_name} dtype {ref.dtype}")
     if t.device != ref.device:
         raise ValueError(f"{name} device {t.device} does not match {ref_name} device {ref.device}")
+
+
+def check_contiguous_last_dim(name, t):
+    if t.stride(-1) != 1:
+        raise ValueError(f"{name} must be contiguous along its last dimension, got strides {t.stride()}")

@@ -287,8 +287,7 @@ def rope_decode_attention(qkv, cos, sin, key, value, *, kv_lens, kv_start=None, 
     check_tables(cos, sin, head_dim)
     for name, t in (("qkv", qkv), ("cos", cos), ("sin", sin)):
         _validate.check_same(name, t, "key", key)
-        if t.stride(-1) != 1:
-            raise ValueError(f"{name} must be contiguous along its last dimension, got strides {t.stride()}")
+        _validate.check_contiguous_last_dim(name, t)
     q_heads = width // head_dim - 2 * kv_heads
     query = qkv[:, :q_heads * head_dim].view(batch, q_heads, 1, head_dim)
     return _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace, rope=(cos, sin))

@@ -147,9 +147,10 @@ def prefill_cases(device, dtype=torch.float16, q_heads=32, kv_heads=8, head_dim=
     v = torch.randn_like(k)
     start = torch.tensor([capacity - n for n in padded], dtype=torch.int32, device=device)
     positions = torch.arange(capacity, device=device)
-    visible = (positions[None, :, None] >= positions[None, None, :]) & (positions[None, None, :] >= start[:, None, None])
+    causal = positions[None, :, None] >= positions[None, None, :]
+    visible = causal & (positions[None, None, :] >= start[:, None, None])
     k_full, v_full = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-    cases.append(("padded-batch", {"B": batch, "Sq": capacity, "Skv": capacity, "valid": list(padded)},
+    cases.append(("padded-batch", {"B": batch, "Sq": capacity, "Skv": capacity, "valid": list(padded), "D": head_dim},
                   lambda: prefill_attention(q, k, v, causal=True, kv_start=start),
                   lambda: F.scaled_dot_product_attention(q, k_full, v_full, attn_mask=visible[:, None]),
                   sum(4 * n * n / 2 * head_dim * q_heads for n in padded)))
@@ -160,7 +161,7 @@ def prefill_cases(device, dtype=torch.float16, q_heads=32, kv_heads=8, head_dim=
     vc = torch.randn_like(kc)
     kc_full, vc_full = kc.repeat_interleave(group, dim=1), vc.repeat_interleave(group, dim=1)
     bias = causal_lower_right(q_len, kv_len)
-    cases.append(("chunked", {"B": 1, "Sq": q_len, "Skv": kv_len},
+    cases.append(("chunked", {"B": 1, "Sq": q_len, "Skv": kv_len, "D": head_dim},
                   lambda: prefill_attention(qc, kc, vc, causal=True),
                   lambda: F.scaled_dot_product_attention(qc, kc_full, vc_full, attn_mask=bias),
                   4 * (q_len * (kv_len - q_len) + q_len * q_len / 2) * head_dim * q_heads))
@@ -172,7 +173,7 @@ def prefill_case_rows(dtypes=(torch.float16, torch.bfloat16)):
     rows = []
     for dtype in dtypes:
         for name, shape, ours, theirs, flops in prefill_cases("cuda", dtype):
-            row = {"case": name, **shape, "dtype": str(dtype).replace("torch.", ""), "D": 128,
+            row = {"case": name, **shape, "dtype": str(dtype).replace("torch.", ""),
                    "flashcore_tflops": flops / _median_us(ours) / 1e6}
             try:
                 row["sdpa_tflops"] = flops / _median_us(theirs) / 1e6

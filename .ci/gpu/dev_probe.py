@@ -442,8 +442,9 @@ if "batch" in parts:
         rows = bench.batch_sweep(model, [1, 2, 4, 8, 16, 32], 2048, bw)
         results.setdefault("batch_sweep", []).extend(rows)
         for r in rows:
-            log(f"batch {r['batch']:2d} at 2048: {r['ms_per_step']:.3f} ms/step ({r['ms_per_step'] / r['floor_ms']:.3f}x "
-                f"floor), {r['tok_per_s']:.0f} tok/s")
+            ratio = r["ms_per_step"] / r["floor_ms"]
+            log(f"batch {r['batch']:2d} at 2048: {r['ms_per_step']:.3f} ms/step ({ratio:.3f}x floor), "
+                f"{r['tok_per_s']:.0f} tok/s")
     save()
     del model
     release()
@@ -507,8 +508,8 @@ if "row" in parts:
             gemv_module.PERSISTENT_ROW = persistent
             for r in bench.decode_sweep(model, [512, 2048], bw, ["flashcore-engine"]):
                 engine_rows.append(dict(r, persistent=persistent, rep=rep))
-                log(f"row engine persistent={persistent:d} rep {rep} cache {r['cache_len']}: {r['ms_per_token']:.3f} ms "
-                    f"({r['ratio_to_floor']:.3f}x floor)")
+                log(f"row engine persistent={persistent:d} rep {rep} cache {r['cache_len']}: "
+                    f"{r['ms_per_token']:.3f} ms ({r['ratio_to_floor']:.3f}x floor)")
             results["row_engine"] = engine_rows
             save()
     gemv_module.PERSISTENT_ROW = False

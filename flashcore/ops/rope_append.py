@@ -127,10 +127,8 @@ def rope_append(qkv, cos, sin, key_cache, value_cache, write_pos, *, q_out, kv_s
     check_tables(cos, sin, head_dim)
     for name, t in (("qkv", qkv), ("q_out", q_out), ("cos", cos), ("sin", sin), ("value_cache", value_cache)):
         _validate.check_same(name, t, "key_cache", key_cache)
-        if t.stride(-1) != 1:
-            raise ValueError(f"{name} must be contiguous along its last dimension, got strides {t.stride()}")
-    if key_cache.stride(-1) != 1:
-        raise ValueError(f"key_cache must be contiguous along its last dimension, got strides {key_cache.stride()}")
+        _validate.check_contiguous_last_dim(name, t)
+    _validate.check_contiguous_last_dim("key_cache", key_cache)
     _validate.check_lengths("write_pos", write_pos, batch, qkv.device)
     _validate.check_lengths("kv_start", kv_start, batch, qkv.device)
     if batch == 0 or seq_len == 0:
