@@ -58,12 +58,10 @@ def test_fusions_round_like_the_unfused_ops(dtype, config, device):
     torch.testing.assert_close(in_place, expected, atol=tolerance, rtol=tolerance)
 
 
-@pytest.mark.parametrize("w_first", [False, True])
 @pytest.mark.parametrize("n, k", [(96, 200), (40, 4096)])
-def test_the_persistent_row_kernel_matches_the_streaming_one(n, k, w_first, device, monkeypatch):
+def test_the_persistent_row_kernel_matches_the_streaming_one(n, k, device, monkeypatch):
     """One 16-bit row with an RMSNorm prologue through _gemv_row_kernel (several column tiles per program), every
-    epilogue, against the tiled kernel at streaming_config's shape and against F.linear's error; with the first
-    weight tile loaded before x or not."""
+    epilogue, against the tiled kernel at streaming_config's shape and against F.linear's error."""
     import flashcore.ops.gemv as gemv_module
     x = _randn(1, 2 * k, dtype=torch.float16, device=device)[:, ::2]
     g = _randn(k, dtype=torch.float16, device=device)
@@ -73,7 +71,6 @@ def test_the_persistent_row_kernel_matches_the_streaming_one(n, k, w_first, devi
     tiled = [gemv(x, w, config=(4, triton.next_power_of_2(k), 1), **kw) for kw in calls]
     monkeypatch.setattr(gemv_module, "PERSISTENT_ROW", True)
     monkeypatch.setattr(gemv_module, "ROW_PROGRAMS_PER_SM", 3)
-    monkeypatch.setattr(gemv_module, "ROW_W_FIRST", w_first)
     for kw, expected in zip(calls, tiled):
         torch.testing.assert_close(gemv(x, w, **kw), expected, atol=2e-3, rtol=2e-3)
     in_place = residual.clone()
@@ -83,23 +80,6 @@ def test_the_persistent_row_kernel_matches_the_streaming_one(n, k, w_first, devi
     ref = normed.double() @ w.double().T
     err = (gemv(x, w, norm_weight=g).double() - ref).abs().max().item()
     assert within_rule(err, (F.linear(normed, w).double() - ref).abs().max().item())
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
-def test_the_pipelined_main_loop_computes_what_the_plain_one_does(dtype, device, monkeypatch):
-    """PIPELINE_NORM_ROWS only reschedules the loads of the main loop: same chunks, same order, same result, for
-    several chunks with an off-block end, every epilogue, split K."""
-    import flashcore.ops.gemv as gemv_module
-    rows, n, k = 3, 48, 300
-    x = _randn(rows, 2 * k, dtype=dtype, device=device)[:, ::2]
-    g = _randn(k, dtype=dtype, device=device)
-    w = _randn(2 * n, k, dtype=dtype, device=device, scale=0.05)
-    residual = _randn(rows, 2 * n, dtype=dtype, device=device)
-    calls = [dict(norm_weight=g), dict(norm_weight=g, activation="silu_mul"), dict(norm_weight=g, residual=residual)]
-    plain = [gemv(x, w, config=(16, 64, 2), **kw) for kw in calls]
-    monkeypatch.setattr(gemv_module, "PIPELINE_NORM_ROWS", True)
-    for kw, expected in zip(calls, plain):
-        torch.testing.assert_close(gemv(x, w, config=(16, 64, 2), **kw), expected, atol=0, rtol=0)
 
 
 def test_bad_inputs_name_the_argument(device):
@@ -144,12 +124,9 @@ def test_sixteen_bit_weights_take_the_fixed_configs():
     assert picked(batch_config(100, 1000, 132)) == (16, 128, 2, 4)  # a short K: a 4-way split would be too thin
     assert picked(batch_config(4096, 4096, 1)) == (64, 128, 1, 4)  # one SM: no split needed
     w = torch.empty(4096, 4096, dtype=torch.float16)
-    args = dict(X=torch.empty(1, 4096, dtype=torch.float16), W=w, N=4096, K=4096, USE_DOT=False, HAS_NORM=False,
-                PIPELINE_MAIN=False)
+    args = dict(X=torch.empty(1, 4096, dtype=torch.float16), W=w, N=4096, K=4096, USE_DOT=False, HAS_NORM=False)
     assert [picked(c) for c in _prune(_configs(), {}, M_PAD=1, **args)] == [(8, 2048, 1, 4)]
     assert [picked(c) for c in _prune(_configs(), {}, M_PAD=16, **dict(args, USE_DOT=True))] == [(64, 128, 1, 4)]
     assert len(_prune(_configs(), {}, M_PAD=16, **dict(args, USE_DOT=True, HAS_NORM=True))) > 1
-    pipelined = dict(args, USE_DOT=True, HAS_NORM=True, PIPELINE_MAIN=True)  # gemv.PIPELINE_NORM_ROWS
-    assert [picked(c) for c in _prune(_configs(), {}, M_PAD=16, **pipelined)] == [(64, 128, 1, 4)]
     assert len(_prune(_configs(), {}, M_PAD=1, **dict(args, W=w.float()))) > 1
     assert len(_prune(_configs(), {}, M_PAD=8, **dict(args, W=w.float()))) > 1

@@ -13,9 +13,7 @@ chain, engine at every length and batch sweep), floor (the engine at notebook 04
 host fast path against the full path, notebook 04's decode rows, split counts at batch 8), gemv_m (every GEMV
 config the autotuner may pick at batch 2-8, against its pick and cuBLAS), batch (the fixed batch 2-32 GEMV config:
 its error, GEMV rows, the engine's batch sweep; decode attention's rows), row (the persistent one-row GEMV against
-streaming_config's tiled launch, with and without its first weight tile loaded before x: error, the norm launches,
-the engine A/B), normpipe (the batch GEMV's norm launches with a pipelined main loop at batch_config against the
-autotuned plain loop: error, the launches, the engine's batch sweep).
+streaming_config's tiled launch: error, a small grid, the engine A/B).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -459,28 +457,23 @@ if "batch" in parts:
 
 if "row" in parts:
     # The persistent one-row GEMV (gemv._gemv_row_kernel: x read and normalised once per program, column tiles in
-    # a grid-stride loop) against streaming_config's tiled launch: error, the engine's launches with an RMSNorm
-    # prologue (run25: without one it only tied) at run25's best setting with and without the first weight tile
-    # loaded before x, then the engine at 512 and 2048, the three alternated twice
+    # a grid-stride loop) against streaming_config's tiled launch: error, the engine's K = 4096 projections over
+    # a small grid (tile rows, programs per SM), then the engine at 512 and 2048 with the module's setting, A/B
     import flashcore.ops.gemv as gemv_module
     from integration.timing import rotation_count, time_graph_ms
-    variants = {"tiled": dict(PERSISTENT_ROW=False, ROW_W_FIRST=False),
-                "row": dict(PERSISTENT_ROW=True, ROW_W_FIRST=False),
-                "row w-first": dict(PERSISTENT_ROW=True, ROW_W_FIRST=True)}
-
-    def use(variant):
-        for name, value in variants[variant].items():
-            setattr(gemv_module, name, value)
-
-    for variant in ("row", "row w-first"):
-        use(variant)
-        checks = fused_gemv_checks((1,))
-        bad = [c for c in checks if not c["ok"]]
-        results[f"row_check {variant}"] = {"cases": len(checks), "failed": bad}
-        log(f"{variant} GEMV check: {len(checks) - len(bad)}/{len(checks)} within 2x F.linear's error; failed {bad}")
+    defaults = gemv_module.ROW_BLOCK_N, gemv_module.ROW_PROGRAMS_PER_SM, gemv_module.ROW_STAGES
+    gemv_module.PERSISTENT_ROW = True
+    checks = fused_gemv_checks((1,))
+    bad = [c for c in checks if not c["ok"]]
+    results["row_check"] = {"cases": len(checks), "failed": bad}
+    log(f"row GEMV check: {len(checks) - len(bad)}/{len(checks)} within 2x F.linear's error; failed {bad}")
+    # the launches with an RMSNorm prologue (run25: without one the persistent kernel only tied)
     shapes = {"qkv": (6144, 4096, dict(norm=True)), "gate_up": (28672, 4096, dict(norm=True, activation="silu_mul")),
               "lm_head": (128256, 4096, dict(norm=True))}
     weight_of = {"qkv": 32, "gate_up": 32, "lm_head": 1}  # launches per engine step
+    # run25's grid (4 and 8 rows a tile, 1-4 programs per SM, 1 or 3 stages) put every 1-stage setting far behind
+    # and ran out of shared memory at 8-row [gate; up] tiles with 3 stages: the settings left
+    grid = [("tiled", None)] + [(f"row bn{bn} p{p} s3", (bn, p, 3)) for bn, p in ((4, 1), (4, 2), (8, 1))]
     rows = {}
     for name, (n, k, fusion) in shapes.items():
         copies = rotation_count(n * k * 2, limit=8)
@@ -489,84 +482,37 @@ if "row" in parts:
         g = torch.rand(k, dtype=torch.float16, device="cuda") + 0.5
         out = torch.zeros(1, n // 2 if fusion.get("activation") else n, dtype=torch.float16, device="cuda")
         kw = dict(norm_weight=g, activation=fusion.get("activation"))
-        for repeat in range(2):
-            for variant in variants:
-                use(variant)
-                calls = [lambda w=w: gemv(x, w, out=out, **kw) for w in weights]
-                us = time_graph_ms(kernel_bench._rotating(calls), copies)["ms"] * 1e3
-                rows.setdefault(f"{variant} rep {repeat}", {})[name] = us
-                log(f"row {name:8s} {variant:12s} rep {repeat}: {us:7.2f} us ({n * k * 2 / bw / us * 1e6:.0%})")
+        for label, setting in grid:
+            if setting and setting[0] == 8 and "activation" in fusion:
+                continue  # out of shared memory (run25)
+            gemv_module.PERSISTENT_ROW = setting is not None
+            if setting:
+                gemv_module.ROW_BLOCK_N, gemv_module.ROW_PROGRAMS_PER_SM, gemv_module.ROW_STAGES = setting
+            calls = [lambda w=w: gemv(x, w, out=out, **kw) for w in weights]
+            us = time_graph_ms(kernel_bench._rotating(calls), copies)["ms"] * 1e3
+            rows.setdefault(label, {})[name] = us
+            log(f"row {name:8s} {label:16s}: {us:7.2f} us ({n * k * 2 / bw / us * 1e6:.0%})")
         del weights
         results["row_grid"] = rows
         save()
-    step_us = {label: sum(weight_of[s] * t for s, t in r.items()) for label, r in rows.items()}
+    step_us = {label: sum(weight_of[s] * t for s, t in r.items()) for label, r in rows.items() if len(r) == len(shapes)}
     log("row: per-step time of the norm launches (qkv, gate_up, lm_head): "
         + ", ".join(f"{label} {us:.0f} us" for label, us in step_us.items()))
     results["row_step_us"] = step_us
+    gemv_module.ROW_BLOCK_N, gemv_module.ROW_PROGRAMS_PER_SM, gemv_module.ROW_STAGES = defaults
     release()
     model = llama31_8b(dtype=torch.float16)
     engine_rows = []
-    for repeat in range(2):
-        for variant in variants:
-            use(variant)
+    for rep in range(2):
+        for persistent in (False, True):
+            gemv_module.PERSISTENT_ROW = persistent
             for r in bench.decode_sweep(model, [512, 2048], bw, ["flashcore-engine"]):
-                engine_rows.append(dict(r, variant=variant, repeat=repeat))
-                log(f"row engine {variant:12s} rep {repeat} cache {r['cache_len']}: "
-                    f"{r['ms_per_token']:.4f} ms ({r['ratio_to_floor']:.4f}x floor)")
+                engine_rows.append(dict(r, persistent=persistent, rep=rep))
+                log(f"row engine persistent={persistent:d} rep {rep} cache {r['cache_len']}: "
+                    f"{r['ms_per_token']:.3f} ms ({r['ratio_to_floor']:.3f}x floor)")
             results["row_engine"] = engine_rows
             save()
-    use("tiled")
-    del model
-    release()
-
-if "normpipe" in parts:
-    # The batch GEMV's launches with an RMSNorm prologue (QKV, gate/up, lm_head) with the main loop pipelined by
-    # tl.range at batch_config (gemv.PIPELINE_NORM_ROWS) against the autotuned plain loop: error, the three
-    # launches at 4 and 16 rows, the engine's batch sweep, alternated twice
-    import flashcore.ops.gemv as gemv_module
-    from integration.timing import rotation_count, time_graph_ms
-    gemv_module.PIPELINE_NORM_ROWS = True
-    checks = fused_gemv_checks((2, 8, 17, 32))
-    bad = [c for c in checks if not c["ok"]]
-    results["normpipe_check"] = {"cases": len(checks), "failed": bad}
-    log(f"normpipe GEMV check: {len(checks) - len(bad)}/{len(checks)} within 2x F.linear's error; failed {bad}")
-    shapes = {"qkv": (6144, 4096, None), "gate_up": (28672, 4096, "silu_mul"), "lm_head": (128256, 4096, None)}
-    grid = []
-    for name, (n, k, activation) in shapes.items():
-        copies = rotation_count(n * k * 2, limit=8)
-        weights = [torch.randn(n, k, dtype=torch.float16, device="cuda") * 0.02 for _ in range(copies)]
-        g = torch.rand(k, dtype=torch.float16, device="cuda") + 0.5
-        for m in (4, 16):
-            x = torch.randn(m, k, dtype=torch.float16, device="cuda")
-            out = torch.zeros(m, n // 2 if activation else n, dtype=torch.float16, device="cuda")
-            row = {"shape": name, "M": m}
-            for pipelined in (False, True):
-                gemv_module.PIPELINE_NORM_ROWS = pipelined
-                calls = [lambda w=w: gemv(x, w, out=out, norm_weight=g, activation=activation) for w in weights]
-                calls[0]()  # autotune outside the graph
-                row["pipelined_us" if pipelined else "autotuned_us"] = \
-                    time_graph_ms(kernel_bench._rotating(calls), copies)["ms"] * 1e3
-            grid.append(row)
-            log(f"normpipe {name:8s} M={m:2d}: autotuned {row['autotuned_us']:7.2f} us, pipelined "
-                f"{row['pipelined_us']:7.2f} us")
-        del weights
-    results["normpipe_grid"] = grid
-    save()
-    release()
-    model = llama31_8b(dtype=torch.float16)
-    sweeps = []
-    for repeat in range(2):
-        for pipelined in (False, True):
-            gemv_module.PIPELINE_NORM_ROWS = pipelined
-            for r in bench.batch_sweep(model, [1, 4, 16], 2048, bw):
-                sweeps.append(dict(r, pipelined=pipelined, repeat=repeat))
-                log(f"normpipe engine pipelined={pipelined:d} rep {repeat} batch {r['batch']:2d}: "
-                    f"{r['ms_per_step']:.3f} ms")
-            results["normpipe_engine"] = sweeps
-            save()
-    gemv_module.PIPELINE_NORM_ROWS = False
-    del model
-    release()
+    gemv_module.PERSISTENT_ROW = False
 
 if "fuse" in parts:
     # RoPE and the cache append inside the decode split kernel (rope_decode_attention) against the two kernels it

@@ -46,32 +46,6 @@ def _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, mask, stride_om,
     tl.store(Out + offs_m[:, None].to(tl.int64) * stride_om + offs_n[None, :], y, mask=mask)
 
 
-@triton.jit
-def _accumulate_chunk(acc, acc_up, k0, k_hi, x_rows, w_rows, up_rows, NormWeight, rstd, mask_m, mask_n, stride_xk,
-                      BLOCK_K: tl.constexpr, HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, USE_DOT: tl.constexpr):
-    """One BLOCK_K chunk of the main loop: (normalised) x times this program's weight rows, into acc (and
-    acc_up, the up half of [gate; up])."""
-    offs_k = k0 + tl.arange(0, BLOCK_K)
-    mask_k = offs_k < k_hi
-    x = tl.load(x_rows + offs_k[None, :] * stride_xk, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-    if HAS_NORM:
-        g = tl.load(NormWeight + offs_k, mask=mask_k, other=0.0)
-        x_hat = (x.to(tl.float32) * rstd[:, None]).to(x.dtype)
-        x = (x_hat.to(tl.float32) * g[None, :].to(tl.float32)).to(x.dtype)
-    w = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
-    if USE_DOT:
-        acc += tl.dot(x, tl.trans(w))
-    else:
-        acc += tl.sum(x[:, None, :].to(tl.float32) * w[None, :, :].to(tl.float32), 2)
-    if EPILOGUE == 2:
-        w_up = tl.load(up_rows + offs_k[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
-        if USE_DOT:
-            acc_up += tl.dot(x, tl.trans(w_up))
-        else:
-            acc_up += tl.sum(x[:, None, :].to(tl.float32) * w_up[None, :, :].to(tl.float32), 2)
-    return acc, acc_up
-
-
 @triton.jit(do_not_specialize=["M"])
 def _gemv_kernel(
     X, W, Out, NormWeight, Residual, Partials, Counters,
@@ -79,7 +53,7 @@ def _gemv_kernel(
     stride_xm, stride_xk, stride_wn, stride_om, stride_rm,
     eps,
     M_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, USE_DOT: tl.constexpr, PIPELINE_MAIN: tl.constexpr,
+    HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, USE_DOT: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)  # which slice of K (split-K: small N still fills every SM)
@@ -100,8 +74,6 @@ def _gemv_kernel(
                         other=0.0).to(tl.float32)
             sum_sq += tl.sum(x * x, 1)
         rstd = tl.math.rsqrt(sum_sq / K + eps)
-    else:
-        rstd = tl.zeros([M_PAD], dtype=tl.float32)  # unused
 
     # this program's slice of K: whole BLOCK_K chunks, contiguous (long runs of each weight row)
     k_per_split = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
@@ -109,14 +81,25 @@ def _gemv_kernel(
     k_hi = tl.minimum(K, k_lo + k_per_split)
     acc = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
     acc_up = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
-    if PIPELINE_MAIN:  # every load of the loop pipelined, the normalised x's too (see PIPELINE_NORM_ROWS)
-        for k0 in tl.range(k_lo, k_hi, BLOCK_K, num_stages=3):
-            acc, acc_up = _accumulate_chunk(acc, acc_up, k0, k_hi, x_rows, w_rows, up_rows, NormWeight, rstd, mask_m,
-                                            mask_n, stride_xk, BLOCK_K, HAS_NORM, EPILOGUE, USE_DOT)
-    else:
-        for k0 in range(k_lo, k_hi, BLOCK_K):
-            acc, acc_up = _accumulate_chunk(acc, acc_up, k0, k_hi, x_rows, w_rows, up_rows, NormWeight, rstd, mask_m,
-                                            mask_n, stride_xk, BLOCK_K, HAS_NORM, EPILOGUE, USE_DOT)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < k_hi
+        x = tl.load(x_rows + offs_k[None, :] * stride_xk, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        if HAS_NORM:
+            g = tl.load(NormWeight + offs_k, mask=mask_k, other=0.0)
+            x_hat = (x.to(tl.float32) * rstd[:, None]).to(x.dtype)
+            x = (x_hat.to(tl.float32) * g[None, :].to(tl.float32)).to(x.dtype)
+        w = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+        if USE_DOT:
+            acc += tl.dot(x, tl.trans(w))
+        else:
+            acc += tl.sum(x[:, None, :].to(tl.float32) * w[None, :, :].to(tl.float32), 2)
+        if EPILOGUE == 2:
+            w_up = tl.load(up_rows + offs_k[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+            if USE_DOT:
+                acc_up += tl.dot(x, tl.trans(w_up))
+            else:
+                acc_up += tl.sum(x[:, None, :].to(tl.float32) * w_up[None, :, :].to(tl.float32), 2)
 
     mask = mask_m[:, None] & mask_n[None, :]
     if SPLIT_K == 1:
@@ -144,44 +127,18 @@ def _gemv_kernel(
 
 
 @triton.jit
-def _row_tile_load(W, tile, N, stride_wn, offs_k, mask_k, BLOCK_N: tl.constexpr, EPILOGUE: tl.constexpr):
-    """One tile of BLOCK_N weight rows over all of K (and its up half for silu_mul; w itself stands in otherwise)."""
-    offs_n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_nk = (offs_n < N)[:, None] & mask_k[None, :]
-    w = tl.load(W + offs_n[:, None].to(tl.int64) * stride_wn + offs_k[None, :], mask=mask_nk, other=0.0)
-    w_up = w
-    if EPILOGUE == 2:
-        w_up = tl.load(W + (offs_n + N)[:, None].to(tl.int64) * stride_wn + offs_k[None, :], mask=mask_nk, other=0.0)
-    return w, w_up
-
-
-@triton.jit
-def _row_tile_store(w, w_up, x32, Out, Residual, tile, N, BLOCK_N: tl.constexpr, EPILOGUE: tl.constexpr):
-    offs_n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = tl.sum(w.to(tl.float32) * x32, 1)[None, :]
-    acc_up = acc
-    if EPILOGUE == 2:
-        acc_up = tl.sum(w_up.to(tl.float32) * x32, 1)[None, :]
-    _epilogue_store(acc, acc_up, Out, Residual, tl.arange(0, 1), offs_n, (offs_n < N)[None, :], 0, 0, EPILOGUE)
-
-
-@triton.jit
 def _gemv_row_kernel(
     X, W, Out, NormWeight, Residual,
     N, K, stride_xk, stride_wn, eps,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr,
-    STAGES: tl.constexpr, W_FIRST: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     """One row, persistent: each program reads (and normalises) x once, keeps it in registers, and streams
     column tiles of W in a grid-stride loop, so the row's fixed costs are paid per program, not per tile.
     BLOCK_K holds all of K. It rounds as _gemv_kernel does for one row with all of K in one block (the order of
-    the fp32 sums may differ). W_FIRST: load the program's first tile before x, so that the two wait together."""
-    pid = tl.program_id(0)
-    programs = tl.num_programs(0)
+    the fp32 sums may differ)."""
     offs_k = tl.arange(0, BLOCK_K)
     mask_k = offs_k < K
-    if W_FIRST:
-        w_first, w_up_first = _row_tile_load(W, pid, N, stride_wn, offs_k, mask_k, BLOCK_N, EPILOGUE)
     x = tl.load(X + offs_k * stride_xk, mask=mask_k, other=0.0)
     if HAS_NORM:
         x32 = x.to(tl.float32)
@@ -189,13 +146,18 @@ def _gemv_row_kernel(
         g = tl.load(NormWeight + offs_k, mask=mask_k, other=0.0)
         x = ((x32 * rstd).to(x.dtype).to(tl.float32) * g.to(tl.float32)).to(x.dtype)
     x32 = x.to(tl.float32)[None, :]
-    first = pid
-    if W_FIRST:
-        _row_tile_store(w_first, w_up_first, x32, Out, Residual, pid, N, BLOCK_N, EPILOGUE)
-        first = pid + programs
-    for tile in tl.range(first, tl.cdiv(N, BLOCK_N), programs, num_stages=STAGES):
-        w, w_up = _row_tile_load(W, tile, N, stride_wn, offs_k, mask_k, BLOCK_N, EPILOGUE)
-        _row_tile_store(w, w_up, x32, Out, Residual, tile, N, BLOCK_N, EPILOGUE)
+    offs_m = tl.arange(0, 1)
+    for tile in tl.range(tl.program_id(0), tl.cdiv(N, BLOCK_N), tl.num_programs(0), num_stages=STAGES):
+        offs_n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_nk = (offs_n < N)[:, None] & mask_k[None, :]
+        w = tl.load(W + offs_n[:, None].to(tl.int64) * stride_wn + offs_k[None, :], mask=mask_nk, other=0.0)
+        acc = tl.sum(w.to(tl.float32) * x32, 1)[None, :]
+        acc_up = acc
+        if EPILOGUE == 2:
+            w_up = tl.load(W + (offs_n + N)[:, None].to(tl.int64) * stride_wn + offs_k[None, :], mask=mask_nk,
+                           other=0.0)
+            acc_up = tl.sum(w_up.to(tl.float32) * x32, 1)[None, :]
+        _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, (offs_n < N)[None, :], 0, 0, EPILOGUE)
 
 
 # The persistent one-row kernel (_gemv_row_kernel) for 16-bit rows with an RMSNorm prologue and K up to ROW_MAX_K,
@@ -207,12 +169,6 @@ ROW_MAX_K = 4096
 ROW_BLOCK_N = 4
 ROW_PROGRAMS_PER_SM = 1
 ROW_STAGES = 3  # 8-row tiles of [gate; up] at 3 stages need more shared memory than an SM has
-ROW_W_FIRST = False  # the first weight tile loaded before x (unmeasured)
-
-# The main loop of the tiled kernel pipelined by tl.range (num_stages 3) for 16-bit rows past one with an RMSNorm
-# prologue, which then take batch_config too. A launch-argument num_stages pipelines only the loads that feed a dot
-# directly, and there the normalised x does not (unmeasured: .ci/gpu/dev_probe.py normpipe).
-PIPELINE_NORM_ROWS = False
 
 
 MAX_SPLIT_K = 4
@@ -272,7 +228,7 @@ def _prune(configs, named_args, **kwargs):
     sms = sm_count(args["X"].device)
     if args["W"].element_size() == 2 and m_pad == 1:
         return [streaming_config(k, args["HAS_NORM"])]
-    if args["W"].element_size() == 2 and (not args["HAS_NORM"] or args["PIPELINE_MAIN"]):
+    if args["W"].element_size() == 2 and not args["HAS_NORM"]:
         return [batch_config(n, k, sms)]
     kept = []
     for config in configs:
@@ -289,7 +245,7 @@ def _prune(configs, named_args, **kwargs):
 
 
 _gemv_autotuned = triton.autotune(
-    configs=_configs(), key=["N", "K", "M_PAD", "HAS_NORM", "EPILOGUE", "USE_DOT", "PIPELINE_MAIN"],
+    configs=_configs(), key=["N", "K", "M_PAD", "HAS_NORM", "EPILOGUE", "USE_DOT"],
     prune_configs_by={"early_config_prune": _prune},
     # 5 + 25 ms per config (the kernels run for microseconds), with do_bench's L2 flush between runs
     do_bench=lambda fn, quantiles: triton.testing.do_bench(fn, warmup=5, rep=25, quantiles=quantiles),
@@ -387,7 +343,6 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         stride_xm=x.stride(0), stride_xk=x.stride(1), stride_wn=weight.stride(0), stride_om=out.stride(0),
         stride_rm=residual.stride(0) if residual is not None else 0,
         eps=float(eps), M_PAD=m_pad, HAS_NORM=norm_weight is not None, EPILOGUE=epilogue, USE_DOT=use_dot,
-        PIPELINE_MAIN=PIPELINE_NORM_ROWS and use_dot and norm_weight is not None,
     )
     if config is None and PERSISTENT_ROW and rows == 1 and x.element_size() == 2 and k <= ROW_MAX_K \
             and norm_weight is not None:
@@ -420,4 +375,4 @@ def _launch_row(args, block_n, programs_per_sm, stages):
         args["X"], args["W"], args["Out"], args["NormWeight"], args["Residual"],
         n, k, args["stride_xk"], args["stride_wn"], args["eps"],
         BLOCK_N=block_n, BLOCK_K=triton.next_power_of_2(k), HAS_NORM=args["HAS_NORM"], EPILOGUE=args["EPILOGUE"],
-        STAGES=stages, W_FIRST=ROW_W_FIRST, num_warps=4)
+        STAGES=stages, num_warps=4)
