@@ -13,7 +13,8 @@ chain, engine at every length and batch sweep), floor (the engine at notebook 04
 host fast path against the full path, notebook 04's decode rows, split counts at batch 8), gemv_m (every GEMV
 config the autotuner may pick at batch 2-8, against its pick and cuBLAS), batch (the fixed batch 2-32 GEMV config:
 its error, GEMV rows, the engine's batch sweep; decode attention's rows), row (the persistent one-row GEMV against
-streaming_config's tiled launch: error, a small grid, the engine A/B).
+streaming_config's tiled launch: error, a small grid, the engine A/B; probe run26 also timed its first weight
+tile loaded before x, and a tl.range-pipelined main loop for the batch GEMV's norm launches: code in 68cb7b5).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -462,6 +463,7 @@ if "row" in parts:
     import flashcore.ops.gemv as gemv_module
     from integration.timing import rotation_count, time_graph_ms
     defaults = gemv_module.ROW_BLOCK_N, gemv_module.ROW_PROGRAMS_PER_SM, gemv_module.ROW_STAGES
+    persistent_default = gemv_module.PERSISTENT_ROW
     gemv_module.PERSISTENT_ROW = True
     checks = fused_gemv_checks((1,))
     bad = [c for c in checks if not c["ok"]]
@@ -512,7 +514,7 @@ if "row" in parts:
                     f"{r['ms_per_token']:.3f} ms ({r['ratio_to_floor']:.3f}x floor)")
             results["row_engine"] = engine_rows
             save()
-    gemv_module.PERSISTENT_ROW = False
+    gemv_module.PERSISTENT_ROW = persistent_default
 
 if "fuse" in parts:
     # RoPE and the cache append inside the decode split kernel (rope_decode_attention) against the two kernels it

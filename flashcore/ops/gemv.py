@@ -11,9 +11,10 @@ Optional fusions remove the small kernels around each projection (each costs a l
 - ``activation="silu_mul"``: W is [gate; up] stacked ([2N, K]); y = silu(x·gateᵀ) * (x·upᵀ), rounded as
   ``act_fn(gate_proj(x)) * up_proj(x)`` is.
 Accumulation is fp32. Up to 8 rows reduce elementwise products (no padding of M to 16); 16-bit inputs with
-more rows use tl.dot. 16-bit weights take fixed launch configs measured on an H200: streaming_config for one row
-(batch-1 decode, the case the floor is about), batch_config for more rows without an RMSNorm prologue; the rest
-is autotuned per shape over a pruned list.
+more rows use tl.dot. 16-bit weights take fixed launch configs measured on an H200: one row (batch-1 decode, the
+case the floor is about) goes through a persistent kernel when it has an RMSNorm prologue (_gemv_row_kernel, which
+normalises x once per program) and streaming_config otherwise; batch_config serves more rows without a prologue;
+the rest is autotuned per shape over a pruned list.
 """
 import torch
 import triton
@@ -160,11 +161,12 @@ def _gemv_row_kernel(
         _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, (offs_n < N)[None, :], 0, 0, EPILOGUE)
 
 
-# The persistent one-row kernel (_gemv_row_kernel) for 16-bit rows with an RMSNorm prologue and K up to ROW_MAX_K,
-# off until the engine A/B is measured (.ci/gpu/dev_probe.py row). Probe run25 (H200, graphs over rotated
-# weights): QKV 6144x4096 with its norm 16.4 us at 4 rows a tile, one program per SM, a 3-stage loop, against
-# streaming_config's 18.4; without a prologue to save it only tied (O 11.7 against 11.7 at its best setting).
-PERSISTENT_ROW = False
+# The persistent one-row kernel (_gemv_row_kernel) serves 16-bit rows with an RMSNorm prologue and K up to
+# ROW_MAX_K. Probes run25-26 (H200, graphs over rotated weights): QKV 6144x4096 with its norm 16.4-17.3 us at 4
+# rows a tile, one program per SM, a 3-stage loop, against streaming_config's 17.7-18.4; gate/up 58.9-59.2 against
+# 60.3; the engine step at 2048 4.26-4.28 ms against 4.33 (run26, alternated twice). Without a prologue to save
+# it only tied (O 11.7 against 11.7 at its best setting), so O and down stay tiled.
+PERSISTENT_ROW = True
 ROW_MAX_K = 4096
 ROW_BLOCK_N = 4
 ROW_PROGRAMS_PER_SM = 1
