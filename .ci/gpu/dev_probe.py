@@ -14,7 +14,9 @@ host fast path against the full path, notebook 04's decode rows, split counts at
 config the autotuner may pick at batch 2-8, against its pick and cuBLAS), batch (the fixed batch 2-32 GEMV config:
 its error, GEMV rows, the engine's batch sweep; decode attention's rows), row (the persistent one-row GEMV against
 streaming_config's tiled launch: error, a small grid, the engine A/B; probe run26 also timed its first weight
-tile loaded before x, and a tl.range-pipelined main loop for the batch GEMV's norm launches: code in 68cb7b5).
+tile loaded before x, and a tl.range-pipelined main loop for the batch GEMV's norm launches: code in 68cb7b5),
+flags (module settings against their defaults: the decode V load beside K, the row GEMV's tile rows and programs
+per SM; QKV, then the engine A/B).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -515,6 +517,54 @@ if "row" in parts:
             results["row_engine"] = engine_rows
             save()
     gemv_module.PERSISTENT_ROW = persistent_default
+
+if "flags" in parts:
+    # Module settings that need no new code, measured on the H200 against the defaults: the V load beside the K
+    # load in the decode split kernel (H100, session 3: within the spread), and the persistent row GEMV at 2-row
+    # tiles (a shorter tail: QKV's 1536 tiles of 4 rows make 11.6 tiles a program) or 2 programs an SM. QKV (with
+    # its RMSNorm) over rotated weights, then the engine at 512 and 2048, alternated twice.
+    import flashcore.decode as decode_module
+    import flashcore.ops.gemv as gemv_module
+    from integration.timing import rotation_count, time_graph_ms
+    settings = {"default": {}, "v-with-k": {(decode_module, "DECODE_LOAD_V_WITH_K"): True},
+                "row bn2": {(gemv_module, "ROW_BLOCK_N"): 2}, "row p2": {(gemv_module, "ROW_PROGRAMS_PER_SM"): 2}}
+    defaults = {key: getattr(*key) for changes in settings.values() for key in changes}
+
+    def use(name):
+        for (module, attr), value in defaults.items():
+            setattr(module, attr, settings[name].get((module, attr), value))
+
+    n, k = 6144, 4096
+    copies = rotation_count(n * k * 2, limit=8)
+    weights = [torch.randn(n, k, dtype=torch.float16, device="cuda") * 0.02 for _ in range(copies)]
+    x = torch.randn(1, k, dtype=torch.float16, device="cuda")
+    g = torch.rand(k, dtype=torch.float16, device="cuda") + 0.5
+    out = torch.zeros(1, n, dtype=torch.float16, device="cuda")
+    qkv = []
+    for repeat in range(2):
+        for name in ("default", "row bn2", "row p2"):
+            use(name)
+            calls = [lambda w=w: gemv(x, w, out=out, norm_weight=g) for w in weights]
+            us = time_graph_ms(kernel_bench._rotating(calls), copies)["ms"] * 1e3
+            qkv.append({"setting": name, "repeat": repeat, "us": us})
+            log(f"flags qkv {name:8s} rep {repeat}: {us:6.2f} us ({n * k * 2 / bw / us * 1e6:.0%})")
+    results["flags_qkv"] = qkv
+    del weights
+    release()
+    model = llama31_8b(dtype=torch.float16)
+    engine_rows = []
+    for repeat in range(2):
+        for name in settings:
+            use(name)
+            for r in bench.decode_sweep(model, [512, 2048], bw, ["flashcore-engine"], log=lambda *a: None):
+                engine_rows.append(dict(r, setting=name, repeat=repeat))
+                log(f"flags engine {name:8s} rep {repeat} cache {r['cache_len']:5d}: {r['ms_per_token']:.4f} ms "
+                    f"({r['ratio_to_floor']:.4f}x)")
+            results["flags_engine"] = engine_rows
+            save()
+    use("default")
+    del model
+    release()
 
 if "fuse" in parts:
     # RoPE and the cache append inside the decode split kernel (rope_decode_attention) against the two kernels it

@@ -21,7 +21,8 @@
 #   setup+warm | setup (next parts)+04+01 | 02+05 | 03 | 06   (about 1,300 s held).
 # On the H200 (2026-11-29, 16 cores): warm 16 ~69 s (one batch-1 config per shape now), a machine start ~60 s.
 # The machine's copy of the tree carries stale git metadata: pass the commit you carried, with a clean tree,
-# as FLASHCORE_COMMIT=<sha> (the results files record it; without it they record the stale HEAD).
+# as FLASHCORE_COMMIT=<sha> in every notebooks call (the results files record it; the stage refuses to run
+# without it, since the stale HEAD would be recorded instead).
 # The notebooks, results and figures a stage wrote come back as $OUT/<stage>.tar.gz; unpack them over the
 # tree here and index the report here: python -m integration.report report
 set -uo pipefail
@@ -62,6 +63,8 @@ case $stage in
   setup) setup; exit 0 ;;
   notebooks)
     require_setup
+    [ -n "${FLASHCORE_COMMIT:-}" ] \
+      || { echo "set FLASHCORE_COMMIT=<the commit carried>: this copy's git HEAD is stale" >&2; exit 1; }
     notebooks=()
     for name in "$@"; do notebooks+=("notebooks/$(basename "${name%.ipynb}").ipynb"); done
     touch /tmp/stage-start  # only what this stage writes goes back (report/ in the tree holds the last published run)
