@@ -63,6 +63,14 @@ def time_calls_ms(fn, repeats=20, warmup=3):
     return stats_ms(samples)
 
 
+def time_python_ms(fn, calls_per_run=1, repeats=20):
+    """Per-call milliseconds of calls made from Python back to back: fn() makes `calls_per_run` calls, and each
+    timed run starts on an idle device, so a call costs whichever is longer, the host's time to make it or the
+    device's time to run it. (triton's do_bench flushes the L2 with a ~50 us kernel before each call it times,
+    which hides any host cost shorter than the flush: it measures the device, not a call from Python.)"""
+    return {key: value / calls_per_run for key, value in time_calls_ms(fn, repeats=repeats).items()}
+
+
 def time_graph_ms(fn, calls_per_graph=1, repeats=20):
     """Per-call milliseconds of fn inside a CUDA graph: fn() is captured once (it may itself make several
     calls, `calls_per_graph` of them), and each replay is timed with events."""

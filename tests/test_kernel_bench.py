@@ -1,5 +1,5 @@
 """The benchmark's side-by-side cases compute the same attention on both sides, so their times compare like with
-like (the timing itself runs on the GPU only)."""
+like, and the from-Python timer counts what a call costs the host."""
 import torch
 
 from integration.kernel_bench import prefill_cases
@@ -18,3 +18,22 @@ def test_prefill_cases_give_flashcore_and_sdpa_the_same_attention(device):
     padded_flops, chunked_flops = cases[0][4], cases[1][4]
     assert padded_flops == sum(4 * n * n / 2 * 16 * 4 for n in (48, 40, 17))
     assert chunked_flops == 4 * (24 * 46 + 24 * 24 / 2) * 16 * 4
+
+
+def test_a_call_from_python_counts_the_host_time_of_each_call(monkeypatch):
+    """time_python_ms times whole runs of back-to-back calls and divides by the calls a run makes, so a host cost
+    per call shows in full (here a 2 ms sleep per call, on the host clock the CPU path uses)."""
+    import time
+
+    import integration.timing as timing
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    made = []
+
+    def run():  # one run: four calls of 2 ms each
+        for _ in range(4):
+            time.sleep(0.002)
+            made.append(1)
+
+    result = timing.time_python_ms(run, calls_per_run=4, repeats=5)
+    assert len(made) == 4 * (5 + 3)  # the runs timed and the warm-up runs
+    assert 2.0 <= result["ms"] < 4.0, result

@@ -16,7 +16,8 @@ its error, GEMV rows, the engine's batch sweep; decode attention's rows), row (t
 streaming_config's tiled launch: error, a small grid, the engine A/B; probe run26 also timed its first weight
 tile loaded before x, and a tl.range-pipelined main loop for the batch GEMV's norm launches: code in 68cb7b5),
 flags (module settings against their defaults: the decode V load beside K, the row GEMV's tile rows and programs
-per SM; QKV, then the engine A/B).
+per SM; QKV, then the engine A/B), python (decode attention from Python as notebook 04 times it, back-to-back
+calls, beside do_bench's flushed median).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -517,6 +518,27 @@ if "row" in parts:
             results["row_engine"] = engine_rows
             save()
     gemv_module.PERSISTENT_ROW = persistent_default
+
+if "python" in parts:
+    # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside
+    # do_bench's median (an L2 flush before each call, which hides a host cost shorter than the flush)
+    rows = kernel_bench.decode_attention_rows((512, 2048, 8192, 32768, 131072), bw)
+    rows += kernel_bench.decode_attention_rows((4096,), bw, batches=(8,))
+    for r in rows:
+        q = torch.randn(r["batch"], 32, 1, 128, dtype=torch.float16, device="cuda")
+        k = torch.randn(r["batch"], 8, r["cache_len"], 128, dtype=torch.float16, device="cuda")
+        v = torch.randn_like(k)
+        lens = torch.full((r["batch"],), r["cache_len"], dtype=torch.int32, device="cuda")
+        r["flashcore_do_bench_us"] = kernel_bench._median_us(lambda: decode_attention(q, k, v, kv_lens=lens))
+        r["sdpa_do_bench_us"] = kernel_bench._median_us(
+            lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True))
+        log(f"python B={r['batch']} {r['cache_len']:6d}: back to back {r['flashcore_us']:6.1f} us (sdpa "
+            f"{r['sdpa_gqa_us']:6.1f}, repeat_kv {r['sdpa_repeat_kv_us']:6.1f}) | do_bench {r['flashcore_do_bench_us']:6.1f} "
+            f"(sdpa {r['sdpa_do_bench_us']:6.1f}) | graph {r['flashcore_graph_us']:6.1f} (sdpa {r['sdpa_graph_us']:6.1f})")
+        del k, v
+    results["python_rows"] = rows
+    save()
+    release()
 
 if "flags" in parts:
     # Module settings that need no new code, measured on the H200 against the defaults: the V load beside the K
