@@ -1,7 +1,10 @@
 """The benchmark's side-by-side cases compute the same attention on both sides, so their times compare like with
 like, and the from-Python timer counts what a call costs the host."""
+import time
+
 import torch
 
+from integration import timing
 from integration.kernel_bench import prefill_cases
 
 
@@ -23,9 +26,6 @@ def test_prefill_cases_give_flashcore_and_sdpa_the_same_attention(device):
 def test_a_call_from_python_counts_the_host_time_of_each_call(monkeypatch):
     """time_python_ms times whole runs of back-to-back calls and divides by the calls a run makes, so a host cost
     per call shows in full (here a 2 ms sleep per call, on the host clock the CPU path uses)."""
-    import time
-
-    import integration.timing as timing
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     made = []
 
