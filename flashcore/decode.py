@@ -373,7 +373,7 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
         if split is not None and merge is not None:
             if len(_PLANS) >= MAX_PLANS:
                 _PLANS.clear()
-            _PLANS[signature] = _DecodePlan(split, merge, workspace, (batch, 1, q_heads, head_dim),
+            _PLANS[signature] = _DecodePlan(split, merge, workspace, (batch, q_heads, 1, head_dim),
                                             split_ints, merge_ints)
     return out
 
@@ -389,22 +389,25 @@ _PLANS = {}
 MAX_PLANS = 1024
 
 
-def _meta(t):
-    return None if t is None else (t.shape, t.stride(), t.dtype, t.device)
-
-
 def _plan_signature(query, key, value, kv_lens, kv_start, scale, splits, out):
     """The key of a call's plan, or None when the call always takes the full path (an argument the checks would
-    reject or that is not plain, a CPU tensor). Module settings the launch reads are part of it."""
-    tensors = (query, key, value)
-    optional = (kv_lens, kv_start, out)
-    if not (all(type(t) is torch.Tensor for t in tensors) and all(t is None or type(t) is torch.Tensor
-                                                                   for t in optional)):
+    reject or that is not plain, a CPU tensor). Module settings the launch reads are part of it. Written out
+    rather than looped: it runs on every call, and a generator or a helper per tensor costs a microsecond."""
+    tensor = torch.Tensor
+    if type(query) is not tensor or type(key) is not tensor or type(value) is not tensor \
+            or not (kv_lens is None or type(kv_lens) is tensor) or not (kv_start is None or type(kv_start) is tensor) \
+            or not (out is None or type(out) is tensor):
         return None
     if not (scale is None or type(scale) in (float, int)) or not (splits is None or type(splits) is int) \
             or query.device.type != "cuda":
         return None
-    return (*map(_meta, tensors), *map(_meta, optional), scale, splits, DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K)
+    return (query.shape, query.stride(), query.dtype, query.device,
+            key.shape, key.stride(), key.dtype, key.device,
+            value.shape, value.stride(), value.dtype, value.device,
+            None if kv_lens is None else (kv_lens.shape, kv_lens.stride(), kv_lens.dtype, kv_lens.device),
+            None if kv_start is None else (kv_start.shape, kv_start.stride(), kv_start.dtype, kv_start.device),
+            None if out is None else (out.shape, out.stride(), out.dtype, out.device),
+            scale, splits, DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K)
 
 
 def _aligned(*tensors):
@@ -414,13 +417,15 @@ def _aligned(*tensors):
 
 class _DecodePlan:
     """The launches of one call signature, with everything but the pointers bound."""
-    __slots__ = ("split", "merge", "workspace", "partials", "out_shape", "split_ints", "merge_ints")
+    __slots__ = ("split", "merge", "workspace", "partials", "out_shape", "out_strides", "split_ints", "merge_ints")
 
     def __init__(self, split, merge, workspace, out_shape, split_ints, merge_ints):
         self.split, self.merge = split, merge
         self.workspace = workspace  # keeps the partials' memory alive for as long as the plan
         self.partials = (workspace.partial_out.data_ptr(), workspace.partial_lse.data_ptr())
-        self.out_shape = out_shape
+        _, q_heads, _, head_dim = out_shape
+        self.out_shape = out_shape  # [B, Hq, 1, D] laid out [B, 1, Hq, D], as the full path allocates it
+        self.out_strides = (q_heads * head_dim, head_dim, q_heads * head_dim, 1)
         self.split_ints, self.merge_ints = split_ints, merge_ints
 
     def run(self, query, key, value, kv_lens, kv_start, out):
@@ -438,6 +443,6 @@ class _DecodePlan:
         # The output is allocated while the split kernel runs, not before it starts (torch's allocator aligns
         # to far more than 16 bytes): the device waits only for the host time before the first launch.
         if out is None:
-            out = torch.empty(self.out_shape, dtype=query.dtype, device=query.device).transpose(1, 2)
+            out = torch.empty_strided(self.out_shape, self.out_strides, dtype=query.dtype, device=query.device)
         self.merge(*self.partials, out.data_ptr(), *self.merge_ints)
         return out

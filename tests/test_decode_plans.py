@@ -55,7 +55,7 @@ def test_a_repeated_call_replays_its_plan_bitwise(batch, kv_len, dtype, lengths)
             decode_attention(query, key, value, kv_lens=kv_lens, kv_start=kv_start, scale=scale, out=out)
             decode_attention(query, key, value, kv_lens=kv_lens, kv_start=kv_start, scale=scale, out=out)
             expected = _full_path(query, key, value, kv_lens, kv_start, scale)
-            assert torch.equal(planned, expected)
+            assert torch.equal(planned, expected) and planned.stride() == expected.stride()
             assert torch.equal(out, expected)
     assert len(decode_module._PLANS) == 4  # scale None and 0.05, out allocated and given
 

@@ -17,7 +17,8 @@ streaming_config's tiled launch: error, a small grid, the engine A/B; probe run2
 tile loaded before x, and a tl.range-pipelined main loop for the batch GEMV's norm launches: code in 68cb7b5),
 flags (module settings against their defaults: the decode V load beside K, the row GEMV's tile rows and programs
 per SM; QKV, then the engine A/B), python (decode attention from Python as notebook 04 times it, back-to-back
-calls, beside do_bench's flushed median).
+calls, beside do_bench's flushed median), host (a planned decode call's host time against the previous
+commit's decode.py, carried as .probe/decode_before.py, and SDPA).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -539,6 +540,36 @@ if "python" in parts:
     results["python_rows"] = rows
     save()
     release()
+
+if "host" in parts:
+    # The host path of a planned decode_attention call against the previous commit's (its decode.py carried as
+    # .probe/decode_before.py): a tight loop over one cache (timeit), alternated twice, beside SDPA
+    import importlib.util
+    import timeit
+    spec = importlib.util.spec_from_file_location("decode_before", ".probe/decode_before.py")
+    decode_before = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(decode_before)
+    host = []
+    for batch, cache_len in ((1, 512), (1, 4096), (8, 4096)):
+        q = torch.randn(batch, 32, 1, 128, dtype=torch.float16, device="cuda")
+        k = torch.randn(batch, 8, cache_len, 128, dtype=torch.float16, device="cuda")
+        v = torch.randn_like(k)
+        lens = torch.full((batch,), cache_len, dtype=torch.int32, device="cuda")
+        calls = {"now": lambda: decode_attention(q, k, v, kv_lens=lens),
+                 "before": lambda: decode_before.decode_attention(q, k, v, kv_lens=lens),
+                 "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)}
+        with torch.no_grad():
+            assert torch.equal(calls["now"](), calls["before"]()) and torch.equal(calls["now"](), calls["before"]())
+            for repeat in range(2):
+                for name, fn in calls.items():
+                    fn()
+                    torch.cuda.synchronize()
+                    us = timeit.timeit(fn, number=3000) / 3000 * 1e6
+                    torch.cuda.synchronize()
+                    host.append({"batch": batch, "cache_len": cache_len, "path": name, "repeat": repeat, "us": us})
+                    log(f"host B={batch} cache {cache_len} rep {repeat} {name:6s}: {us:5.1f} us a call")
+    results["host"] = host
+    save()
 
 if "flags" in parts:
     # Module settings that need no new code, measured on the H200 against the defaults: the V load beside the K
