@@ -17,7 +17,7 @@ streaming_config's tiled launch: error, a small grid, the engine A/B; probe run2
 tile loaded before x, and a tl.range-pipelined main loop for the batch GEMV's norm launches: code in 68cb7b5),
 flags (module settings against their defaults: the decode V load beside K, the row GEMV's tile rows and programs
 per SM; QKV, then the engine A/B), python (decode attention from Python as notebook 04 times it, back-to-back
-calls, beside do_bench's flushed median), host (a planned decode call's host time against the previous
+calls, beside do_bench's flushed median), plan_host (a planned decode call's host time against the previous
 commit's decode.py, carried as .probe/decode_before.py, and SDPA).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
@@ -541,7 +541,7 @@ if "python" in parts:
     save()
     release()
 
-if "host" in parts:
+if "plan_host" in parts:
     # The host path of a planned decode_attention call against the previous commit's (its decode.py carried as
     # .probe/decode_before.py): a tight loop over one cache (timeit), alternated twice, beside SDPA
     import importlib.util
