@@ -27,8 +27,8 @@ from flashcore.ops.rope_append import check_tables, rotate
 
 DECODE_BLOCK_N = 64
 # Issue each block's V load beside its K load (see attend_block)? A split holds one or two blocks at short caches,
-# where it should help; measured on the H100 (dev_probe.py short): the kernel alone unchanged, the engine 0.1-0.4%
-# faster in 5 of 6 pairs, within the spread. Left off.
+# where it should help. Measured: on the H100 the kernel alone unchanged and the engine 0.1-0.4% faster, within the
+# spread (dev_probe.py short); on the H200 the engine no faster (run28, dev_probe.py flags). Left off.
 DECODE_LOAD_V_WITH_K = False
 MAX_SPLITS = 64
 
