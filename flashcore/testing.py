@@ -16,12 +16,16 @@ from flashcore.prefill import prefill_attention
 from flashcore.reference import attention_reference
 
 ABS_SLACK = 1e-5  # the rule's additive epsilon: lets fp32 cases (errors ~1e-7) pass on rounding alone
+# The same rule applied to a decoder layer's hidden state (notebook 02) rather than to an attention output: hidden
+# states are O(1-10), ten times an attention output's scale, so the slack that lets a layer pass where both errors
+# are ~0 (nothing has diverged yet) is ten times ABS_SLACK.
+HIDDEN_STATE_SLACK = 1e-4
 
 
-def within_rule(err, torch_err):
+def within_rule(err, torch_err, slack=ABS_SLACK):
     """The acceptance rule (FlashAttention's): error against float64 within twice PyTorch's own low-precision
-    error, plus ABS_SLACK."""
-    return err <= 2 * torch_err + ABS_SLACK
+    error, plus `slack` (ABS_SLACK; HIDDEN_STATE_SLACK for hidden states)."""
+    return err <= 2 * torch_err + slack
 
 
 @dataclass(frozen=True)
