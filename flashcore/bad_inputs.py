@@ -66,6 +66,7 @@ def kernel_misuses(device):
         ("kv_start a Python list", lambda: decode_attention(q1, k, v, kv_start=[0]), "kv_start"),
         ("decode with Sq > 1", lambda: decode_attention(q, k, v), "query"),
         ("splits out of range", lambda: decode_attention(q1, k, v, splits=0), "splits"),
+        ("splits a bool", lambda: decode_attention(q1, k, v, splits=True), "splits"),
         ("num_splits non-positive", lambda: num_splits(0, 8, 128, 132), "batch"),
     ]
     if _validate._interpreting():

@@ -310,8 +310,8 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
     scale = head_dim ** -0.5 if scale is None else _validate.check_scale(scale, head_dim)
     if splits is None:
         splits = _splits_for(batch, kv_heads, kv_len, query.device)
-    elif isinstance(splits, bool) or not isinstance(splits, int) or not 1 <= splits <= MAX_SPLITS:
-        raise ValueError(f"splits must be an int in [1, {MAX_SPLITS}], got {splits!r}")
+    else:
+        splits = _validate.check_int("splits", splits, minimum=1, maximum=MAX_SPLITS)
     if out is None:
         out = torch.empty(batch, 1, q_heads, head_dim, dtype=query.dtype, device=query.device).transpose(1, 2)
     else:

@@ -67,7 +67,7 @@ def test_a_planned_signature_still_meets_every_check():
     with torch.no_grad():
         decode_attention(query, key, value, kv_lens=kv_lens, kv_start=kv_start)
         assert decode_module._PLANS
-        with pytest.raises(ValueError, match="splits"):
+        with pytest.raises(TypeError, match="splits"):
             decode_attention(query, key, value, kv_lens=kv_lens, kv_start=kv_start, splits=True)
         with pytest.raises(ValueError, match="kv_lens"):
             decode_attention(query, key, value, kv_lens=kv_lens[:1], kv_start=kv_start)
