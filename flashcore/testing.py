@@ -16,9 +16,8 @@ from flashcore.prefill import prefill_attention
 from flashcore.reference import attention_reference
 
 ABS_SLACK = 1e-5  # the rule's additive epsilon: lets fp32 cases (errors ~1e-7) pass on rounding alone
-# The same rule applied to a decoder layer's hidden state (notebook 02) rather than to an attention output: hidden
-# states are O(1-10), ten times an attention output's scale, so the slack that lets a layer pass where both errors
-# are ~0 (nothing has diverged yet) is ten times ABS_SLACK.
+# Notebook 02 applies the rule to a decoder layer's hidden state instead of an attention output. Its slack, in
+# hidden-state units, only decides layers where both errors are ~0 (before any rounding has diverged).
 HIDDEN_STATE_SLACK = 1e-4
 
 
