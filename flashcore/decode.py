@@ -398,10 +398,11 @@ def _plan_signature(query, key, value, kv_lens, kv_start, scale, splits, out):
             or not (kv_lens is None or type(kv_lens) is tensor) or not (kv_start is None or type(kv_start) is tensor) \
             or not (out is None or type(out) is tensor):
         return None
+    device = query.device
     if not (scale is None or type(scale) in (float, int)) or not (splits is None or type(splits) is int) \
-            or query.device.type != "cuda":
+            or device.type != "cuda":
         return None
-    return (query.shape, query.stride(), query.dtype, query.device,
+    return (query.shape, query.stride(), query.dtype, device,
             key.shape, key.stride(), key.dtype, key.device,
             value.shape, value.stride(), value.dtype, value.device,
             None if kv_lens is None else (kv_lens.shape, kv_lens.stride(), kv_lens.dtype, kv_lens.device),

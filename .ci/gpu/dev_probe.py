@@ -57,6 +57,15 @@ def release():
     torch.cuda.empty_cache()
 
 
+def load_carried(name, path):
+    """A module from a file carried to the device beside the tree (an earlier version of one, for an A/B)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def save():
     with open(os.path.join(OUT, f"probe_{'_'.join(parts)}.json"), "w") as f:
         json.dump(results, f, indent=1, default=str)
@@ -305,14 +314,11 @@ if "prefill" in parts:
     # unmasked interior, longest-first program order and FastLaunch launcher are what changed), SDPA's backends
     # beside them: TFLOP/s from Python (do_bench, back to back: host time included) and in a CUDA graph (device
     # only); then block-size variants of the new kernel; then the engine's time to first token.
-    import importlib.util
     from torch.nn.attention import SDPBackend, sdpa_kernel
     import flashcore.prefill as prefill_module
     from flashcore import prefill_attention
     from integration.timing import time_graph_ms
-    spec = importlib.util.spec_from_file_location("prefill_baseline", ".probe/prefill_8225120.py")
-    baseline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(baseline)
+    baseline = load_carried("prefill_baseline", ".probe/prefill_8225120.py")
     rows = []
 
     def tflops(flops, fn):
@@ -544,11 +550,8 @@ if "python" in parts:
 if "plan_host" in parts:
     # The host path of a planned decode_attention call against the previous commit's (its decode.py carried as
     # .probe/decode_before.py): a tight loop over one cache (timeit), alternated twice, beside SDPA
-    import importlib.util
     import timeit
-    spec = importlib.util.spec_from_file_location("decode_before", ".probe/decode_before.py")
-    decode_before = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(decode_before)
+    decode_before = load_carried("decode_before", ".probe/decode_before.py")
     host = []
     for batch, cache_len in ((1, 512), (1, 4096), (8, 4096)):
         q = torch.randn(batch, 32, 1, 128, dtype=torch.float16, device="cuda")

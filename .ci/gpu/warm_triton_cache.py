@@ -37,14 +37,14 @@ def _worker(index, workers, engine_only):
 
     tuner = gemv_module._gemv_autotuned
     tuner.configs = tuner.configs[index::workers]
-    # 16-bit weights have one config (gemv.streaming_config; gemv.batch_config without an RMSNorm prologue),
-    # whatever a worker's share: worker 0 compiles it.
-    def autotuned(m, fusion, dtype):
-        return dtype == "float32" or (m > 1 and fusion.startswith("norm"))
+    # A launch with a fixed config (gemv.fixed_config) compiles that one config whatever a worker's share: worker
+    # 0 compiles it.
+    def autotuned(n, k, m, fusion, dtype):
+        return gemv_module.fixed_config(n, k, m == 1, dtype != "float32", fusion.startswith("norm"), 1) is None
 
     tasks = [(n, k, m, fusion, dtype) for n, k, m, fusion, dtype in _tasks()
              if (not engine_only or (m == 1 and dtype == "float16"))
-             and (index == 0 or autotuned(m, fusion, dtype))]
+             and (index == 0 or autotuned(n, k, m, fusion, dtype))]
     for n, k, m, fusion, dtype in tasks:
         dtype = getattr(torch, dtype)
         x = torch.randn(m, k, dtype=dtype, device="cuda")

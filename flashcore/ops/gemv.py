@@ -221,17 +221,26 @@ def batch_config(n, k, sms):
     return triton.Config({"BLOCK_N": block_n, "BLOCK_K": BATCH_BLOCK_K, "SPLIT_K": split_k}, num_warps=4)
 
 
+def fixed_config(n, k, one_row, sixteen_bit, has_norm, sms):
+    """The launch config that replaces autotuning, or None where the autotuner picks: 16-bit weights take
+    streaming_config for one row and batch_config for more rows without an RMSNorm prologue."""
+    if not sixteen_bit:
+        return None
+    if one_row:
+        return streaming_config(k, has_norm)
+    return None if has_norm else batch_config(n, k, sms)
+
+
 def _prune(configs, named_args, **kwargs):
     """Keep configs whose per-iteration tile fits in registers and that give at least one wave of programs
-    (split-K only where N alone gives too few, and at most 16 waves of split programs). 16-bit weights take
-    streaming_config (one row) or, without an RMSNorm prologue, batch_config (more rows) alone."""
+    (split-K only where N alone gives too few, and at most 16 waves of split programs); a fixed_config alone
+    where there is one."""
     args = {**named_args, **kwargs}  # the launcher passes everything by keyword
     m_pad, n, k, use_dot = args["M_PAD"], args["N"], args["K"], args["USE_DOT"]
     sms = sm_count(args["X"].device)
-    if args["W"].element_size() == 2 and m_pad == 1:
-        return [streaming_config(k, args["HAS_NORM"])]
-    if args["W"].element_size() == 2 and not args["HAS_NORM"]:
-        return [batch_config(n, k, sms)]
+    fixed = fixed_config(n, k, m_pad == 1, args["W"].element_size() == 2, args["HAS_NORM"], sms)
+    if fixed is not None:
+        return [fixed]
     kept = []
     for config in configs:
         block_n, block_k, split_k = config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"], config.kwargs["SPLIT_K"]
