@@ -52,16 +52,16 @@ def num_splits(batch, kv_heads, max_len, sm_count, block_n=DECODE_BLOCK_N):
 # compiled variant serves them all (FastLaunch's key covers the strides).
 @triton.jit(do_not_specialize=["kv_heads", "kv_len", "num_splits", "max_positions"])
 def _decode_split_kernel(
-    Q, K, V, PartialOut, PartialLse, KvLens, KvStart, Cos, Sin,
+    Q, K, V, PartialOut, PartialLse, KvLens, KvStart, Cos, Sin, Out,
     stride_qb, stride_qh, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_table,
+    stride_table, stride_ob, stride_oh, stride_od,
     kv_heads, kv_len, num_splits, qk_scale_log2, max_positions,
     GROUP_SIZE: tl.constexpr, BLOCK_H: tl.constexpr,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr, ROPE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr, ROPE: tl.constexpr, SINGLE_SPLIT: tl.constexpr,
 ):
     tl.static_assert(BLOCK_H >= GROUP_SIZE)
     tl.static_assert(HAS_KV_LENS or not ROPE)
@@ -159,9 +159,16 @@ def _decode_split_kernel(
 
     # Partial result, normalised within the split; a split with no keys writes zeros and lse -inf.
     out, lse_log2 = finish(m_i, l_i, acc)
-    row = (off_b * kv_heads * GROUP_SIZE + q_heads).to(tl.int64) * num_splits + split  # [B, Hq, splits] order
-    tl.store(PartialOut + row[:, None] * HEAD_DIM_PADDED + offs_d[None, :], out, mask=mask_h[:, None])
-    tl.store(PartialLse + row, lse_log2, mask=mask_h)
+    if SINGLE_SPLIT:
+        # The only split holds the whole result: it goes straight to Out, and no merge kernel runs. Bitwise what
+        # the merge of one split gives (its weight is exp2(0) = 1).
+        o_ptrs = Out + off_b.to(tl.int64) * stride_ob + q_heads[:, None].to(tl.int64) * stride_oh \
+            + offs_d[None, :] * stride_od
+        tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=q_mask)
+    else:
+        row = (off_b * kv_heads * GROUP_SIZE + q_heads).to(tl.int64) * num_splits + split  # [B, Hq, splits] order
+        tl.store(PartialOut + row[:, None] * HEAD_DIM_PADDED + offs_d[None, :], out, mask=mask_h[:, None])
+        tl.store(PartialLse + row, lse_log2, mask=mask_h)
 
 
 @triton.jit(do_not_specialize=["q_heads", "num_splits"])
@@ -333,44 +340,48 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
     cos, sin = rope if rope is not None else (None, None)
     group = q_heads // kv_heads
     on_gpu = query.device.type == "cuda"
+    single_split = splits == 1  # the split kernel writes the output itself, and no merge kernel runs
+    out_strides = (out.stride(0), out.stride(1), out.stride(3))
     split_strides = (query.stride(0), query.stride(1), query.stride(3),
                      key.stride(0), key.stride(1), key.stride(2), key.stride(3),
                      value.stride(0), value.stride(1), value.stride(2), value.stride(3),
-                     0 if cos is None else cos.stride(0))
+                     0 if cos is None else cos.stride(0), *out_strides)
     block_n, load_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K
     stride_key = int_key(split_strides)
     split_key = None if stride_key is None else (
-        query.dtype, group, head_dim, block_n, load_v_with_k, kv_lens is not None, kv_start is not None,
-        rope is not None, stride_key,
+        query.dtype, out.dtype, group, head_dim, block_n, load_v_with_k, kv_lens is not None, kv_start is not None,
+        rope is not None, single_split, stride_key,
         pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start),
-        pointer_key(cos), pointer_key(sin))
+        pointer_key(cos), pointer_key(sin), pointer_key(out))
     split_ints = (*split_strides, kv_heads, kv_len, splits, scale * LOG2E, 1 if cos is None else cos.shape[0])
     _split_launch.launch(
         (splits, batch * kv_heads),
-        (query, key, value, workspace.partial_out, workspace.partial_lse, kv_lens, kv_start, cos, sin, *split_ints),
+        (query, key, value, workspace.partial_out, workspace.partial_lse, kv_lens, kv_start, cos, sin, out,
+         *split_ints),
         split_key,
         lambda: dict(GROUP_SIZE=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
                      HEAD_DIM_PADDED=head_dim_padded, BLOCK_N=block_n, HAS_KV_LENS=kv_lens is not None,
                      HAS_KV_START=kv_start is not None,
                      DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # tf32: unused for 16-bit
-                     LOAD_V_WITH_K=load_v_with_k, ROPE=rope is not None,
+                     LOAD_V_WITH_K=load_v_with_k, ROPE=rope is not None, SINGLE_SPLIT=single_split,
                      num_warps=4, num_stages=3 if on_gpu else 1))
-    out_strides = (out.stride(0), out.stride(1), out.stride(3))
-    out_stride_key = int_key(out_strides)
-    splits_padded = triton.next_power_of_2(splits)
-    merge_key = None if out_stride_key is None else (out.dtype, head_dim, splits_padded, out_stride_key,
-                                                     pointer_key(out))
-    merge_ints = (*out_strides, q_heads, splits)
-    _merge_launch.launch(
-        (batch * q_heads,),
-        (workspace.partial_out, workspace.partial_lse, out, *merge_ints), merge_key,
-        lambda: dict(HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded, SPLITS_PADDED=splits_padded,
-                     num_warps=4))
+    merge_key = merge_ints = None
+    if not single_split:
+        out_stride_key = int_key(out_strides)
+        splits_padded = triton.next_power_of_2(splits)
+        merge_key = None if out_stride_key is None else (out.dtype, head_dim, splits_padded, out_stride_key,
+                                                         pointer_key(out))
+        merge_ints = (*out_strides, q_heads, splits)
+        _merge_launch.launch(
+            (batch * q_heads,),
+            (workspace.partial_out, workspace.partial_lse, out, *merge_ints), merge_key,
+            lambda: dict(HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded, SPLITS_PADDED=splits_padded,
+                         num_warps=4))
     if signature is not None and _aligned(query, key, value, kv_lens, kv_start, out):
         device_index = query.device.index
         split = _split_launch.bound(split_key, device_index, (splits, batch * kv_heads))
-        merge = _merge_launch.bound(merge_key, device_index, (batch * q_heads,))
-        if split is not None and merge is not None:
+        merge = None if single_split else _merge_launch.bound(merge_key, device_index, (batch * q_heads,))
+        if split is not None and (single_split or merge is not None):
             if len(_PLANS) >= MAX_PLANS:
                 _PLANS.clear()
             _PLANS[signature] = _DecodePlan(split, merge, workspace, (batch, q_heads, 1, head_dim),
@@ -417,7 +428,8 @@ def _aligned(*tensors):
 
 
 class _DecodePlan:
-    """The launches of one call signature, with everything but the pointers bound."""
+    """The launches of one call signature, with everything but the pointers bound; merge is None where a single
+    split writes the output itself."""
     __slots__ = ("split", "merge", "workspace", "partials", "out_shape", "out_strides", "split_ints", "merge_ints")
 
     def __init__(self, split, merge, workspace, out_shape, split_ints, merge_ints):
@@ -440,7 +452,12 @@ class _DecodePlan:
         start = 0 if kv_start is None else kv_start.data_ptr()
         if (q | k | v | lens | start | (0 if out is None else out.data_ptr())) % 16:
             return None
-        self.split(q, k, v, *self.partials, lens, start, 0, 0, *self.split_ints)
+        if self.merge is None:  # one launch, which writes the output
+            if out is None:
+                out = torch.empty_strided(self.out_shape, self.out_strides, dtype=query.dtype, device=query.device)
+            self.split(q, k, v, *self.partials, lens, start, 0, 0, out.data_ptr(), *self.split_ints)
+            return out
+        self.split(q, k, v, *self.partials, lens, start, 0, 0, 0, *self.split_ints)  # (the kernel ignores Out)
         # The output is allocated while the split kernel runs, not before it starts (torch's allocator aligns
         # to far more than 16 bytes): the device waits only for the host time before the first launch.
         if out is None:

@@ -101,6 +101,24 @@ def test_forced_single_split_equals_heuristic(kv_len):
     assert torch.allclose(one, many, atol=1e-5)
 
 
+@pytest.mark.parametrize("splits", [1, 3])
+def test_decode_writes_only_its_output_view(splits):
+    """One split writes the output itself (no merge kernel), through the caller's strides: a view into a larger
+    buffer gets the same values as the merge path's, and nothing around it changes."""
+    q = torch.randn(2, 8, 1, 64, dtype=torch.float16, device=DEVICE)
+    k = torch.randn(2, 2, 150, 64, dtype=torch.float16, device=DEVICE)
+    v = torch.randn_like(k)
+    lens = torch.tensor([150, 17], dtype=torch.int32, device=DEVICE)
+    buffer = torch.full((2, 10, 3, 80), 7.0, dtype=torch.float16, device=DEVICE)
+    view = buffer[:, 1:9, 1:2, 8:72]  # [2, 8, 1, 64], no stride of 1 but the last
+    decode_attention(q, k, v, kv_lens=lens, splits=splits, out=view)
+    expected = decode_attention(q, k, v, kv_lens=lens, splits=4)
+    assert torch.allclose(view, expected, atol=2e-3, rtol=0)
+    untouched = torch.ones_like(buffer, dtype=torch.bool)
+    untouched[:, 1:9, 1:2, 8:72] = False
+    assert (buffer[untouched] == 7.0).all()
+
+
 def test_num_splits_heuristic():
     # the Llama 3.1 8B decode shape on an H100 or H200 (132 SMs): two waves
     assert num_splits(1, 8, 4096, 132) == 33

@@ -18,7 +18,8 @@ tile loaded before x, and a tl.range-pipelined main loop for the batch GEMV's no
 flags (module settings against their defaults: the decode V load beside K, the row GEMV's tile rows and programs
 per SM; QKV, then the engine A/B), python (decode attention from Python as notebook 04 times it, back-to-back
 calls, beside do_bench's flushed median), plan_host (a planned decode call's host time against the previous
-commit's decode.py, carried as .probe/decode_before.py, and SDPA).
+commit's decode.py, carried as .probe/decode_before.py, and SDPA), single (decode with one split, which writes the
+output itself: in a graph, from Python, and the engine with its split count capped).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -573,6 +574,69 @@ if "plan_host" in parts:
                     log(f"host B={batch} cache {cache_len} rep {repeat} {name:6s}: {us:5.1f} us a call")
     results["host"] = host
     save()
+
+if "single" in parts:
+    # One split writes the output itself, with no merge launch: decode at short caches with one split against the
+    # heuristic's count, in a graph and from Python (back to back over rotated caches, 32 and 256 calls a run, and
+    # a tight loop over one cache), alternated twice; then the engine at 512 and 2048 with its split count capped.
+    import timeit
+    import flashcore.engine.step as step_module
+    from flashcore.decode import num_splits, sm_count
+    from integration.timing import rotation_count, time_python_ms
+    sms = sm_count(torch.device("cuda"))
+    grid = []
+    for cache_len in (512, 1024, 2048, 4096):
+        for r in kernel_bench.decode_tuning_rows(cache_len, bw, sorted({1, 2, 4, 8, num_splits(1, 8, cache_len, sms)})):
+            grid.append(r)
+            log(f"single graph {cache_len:5d} splits {r['splits']:2d}: {r['graph_us']:6.2f} us")
+    results["single_graph"] = grid
+    save()
+    python_rows = []
+    for cache_len in (512, 1024, 2048):
+        copies = rotation_count(2 * 8 * cache_len * 128 * 2, limit=8)
+        keys = [torch.randn(1, 8, cache_len, 128, dtype=torch.float16, device="cuda") for _ in range(copies)]
+        values = [torch.randn_like(k) for k in keys]
+        q = torch.randn(1, 32, 1, 128, dtype=torch.float16, device="cuda")
+        lens = torch.full((1,), cache_len, dtype=torch.int32, device="cuda")
+        makers = {"default": lambda i: lambda: decode_attention(q, keys[i], values[i], kv_lens=lens),
+                  "splits1": lambda i: lambda: decode_attention(q, keys[i], values[i], kv_lens=lens, splits=1),
+                  "sdpa": lambda i: lambda: F.scaled_dot_product_attention(q, keys[i], values[i], enable_gqa=True)}
+        with torch.no_grad():
+            for repeat in range(2):
+                for name, make in makers.items():
+                    row = {"cache_len": cache_len, "path": name, "repeat": repeat}
+                    for per_run in (32, 256):
+                        calls = [make(i) for i in range(copies)] * (per_run // copies)
+                        row[f"back_to_back_{per_run}_us"] = time_python_ms(kernel_bench._rotating(calls),
+                                                                           len(calls))["ms"] * 1e3
+                    fn = make(0)
+                    fn()
+                    torch.cuda.synchronize()
+                    row["tight_loop_us"] = timeit.timeit(fn, number=3000) / 3000 * 1e6
+                    torch.cuda.synchronize()
+                    python_rows.append(row)
+                    log(f"single python {cache_len:5d} {name:8s} rep {repeat}: back to back "
+                        f"{row['back_to_back_32_us']:5.1f} (32 a run) {row['back_to_back_256_us']:5.1f} (256), "
+                        f"tight loop {row['tight_loop_us']:5.1f} us")
+        del keys, values
+    results["single_python"] = python_rows
+    save()
+    release()
+    model = llama31_8b(dtype=torch.float16)
+    heuristic = step_module.num_splits
+    engine_rows = []
+    for repeat in range(2):
+        for cap in (None, 1, 8):
+            step_module.num_splits = heuristic if cap is None else (lambda *a, cap=cap: min(cap, heuristic(*a)))
+            for r in bench.decode_sweep(model, [512, 2048], bw, ["flashcore-engine"], log=lambda *a: None):
+                engine_rows.append(dict(r, splits_cap=cap, repeat=repeat))
+                log(f"single engine cap {cap} rep {repeat} cache {r['cache_len']:5d}: {r['ms_per_token']:.4f} ms "
+                    f"({r['ratio_to_floor']:.4f}x)")
+            results["single_engine"] = engine_rows
+            save()
+    step_module.num_splits = heuristic
+    del model
+    release()
 
 if "flags" in parts:
     # Module settings that need no new code, measured on the H200 against the defaults: the V load beside the K
