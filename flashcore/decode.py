@@ -31,6 +31,12 @@ DECODE_BLOCK_N = 64
 # spread (dev_probe.py short); on the H200 the engine no faster (run28, dev_probe.py flags). Left off.
 DECODE_LOAD_V_WITH_K = False
 MAX_SPLITS = 64
+# Called from Python, a decode step at a short cache is bound by the host's time, not the device's: there the default
+# is one split, which writes the output itself (one launch, no merge). Measured on the H200 at 512 (probe run31):
+# 13 us a call against 17-20 with the heuristic's 8 splits and a merge (SDPA: 15-16), though the device takes
+# 10.5 us against 5.6. So a call being captured in a CUDA graph, which pays only the device's time, keeps the
+# heuristic; so does the 1K cache, where one split's 18 us on the device would be the call's time.
+SINGLE_SPLIT_MAX_LEN = 512
 
 
 def num_splits(batch, kv_heads, max_len, sm_count, block_n=DECODE_BLOCK_N):
@@ -61,7 +67,7 @@ def _decode_split_kernel(
     GROUP_SIZE: tl.constexpr, BLOCK_H: tl.constexpr,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr, ROPE: tl.constexpr, SINGLE_SPLIT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr, ROPE: tl.constexpr,
 ):
     tl.static_assert(BLOCK_H >= GROUP_SIZE)
     tl.static_assert(HAS_KV_LENS or not ROPE)
@@ -159,9 +165,10 @@ def _decode_split_kernel(
 
     # Partial result, normalised within the split; a split with no keys writes zeros and lse -inf.
     out, lse_log2 = finish(m_i, l_i, acc)
-    if SINGLE_SPLIT:
+    if num_splits == 1:
         # The only split holds the whole result: it goes straight to Out, and no merge kernel runs. Bitwise what
-        # the merge of one split gives (its weight is exp2(0) = 1).
+        # the merge of one split gives (its weight is exp2(0) = 1). A branch at run time, not a constexpr: one
+        # compiled kernel serves both, so a graph captured after calls with another split count compiles nothing.
         o_ptrs = Out + off_b.to(tl.int64) * stride_ob + q_heads[:, None].to(tl.int64) * stride_oh \
             + offs_d[None, :] * stride_od
         tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=q_mask)
@@ -257,6 +264,14 @@ def _splits_for(batch, kv_heads, kv_len, device):
     return num_splits(max(batch, 1), kv_heads, kv_len, sm_count(device))
 
 
+def default_splits(batch, kv_heads, kv_len, device):
+    """The split count decode_attention uses when the caller names none: one split for a short cache called from
+    Python on CUDA (see SINGLE_SPLIT_MAX_LEN), otherwise num_splits' heuristic."""
+    if kv_len <= SINGLE_SPLIT_MAX_LEN and device.type == "cuda" and not torch.cuda.is_current_stream_capturing():
+        return 1
+    return _splits_for(batch, kv_heads, kv_len, device)
+
+
 def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=None, splits=None, out=None,
                      workspace=None):
     """One decode step: query [B, Hq, 1, D] over a cache key/value [B, Hkv, Skv, D] (Skv may be capacity).
@@ -264,7 +279,8 @@ def decode_attention(query, key, value, *, kv_lens=None, kv_start=None, scale=No
     kv_lens: optional int32 [B] on the query's device, valid cache rows per sequence (default Skv; clamped to
         Skv). kv_start: optional int32 [B], first valid row (left padding). Neither is read on the host, so
         the call can be captured in a CUDA graph. The query attends every valid key (it is the newest token).
-    splits: number of split-K programs per (sequence, KV head); default num_splits(B, Hkv, Skv, SM count).
+    splits: number of split-K programs per (sequence, KV head); default num_splits(B, Hkv, Skv, SM count), or one
+        for a cache of at most SINGLE_SPLIT_MAX_LEN rows called outside CUDA-graph capture (default_splits).
     out: optional [B, Hq, 1, D] output. workspace: a DecodeWorkspace for the split partials (default: one
         kept per device, grown when needed); pass your own to capture a first call in a CUDA graph.
     Returns out [B, Hq, 1, D] (laid out [B, 1, Hq, D] in memory). A sequence with no valid key gives zeros.
@@ -316,7 +332,7 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
         raise ValueError(f"decode_attention takes one query row per head (query seq length 1), got {q_len}")
     scale = head_dim ** -0.5 if scale is None else _validate.check_scale(scale, head_dim)
     if splits is None:
-        splits = _splits_for(batch, kv_heads, kv_len, query.device)
+        splits = default_splits(batch, kv_heads, kv_len, query.device)
     else:
         splits = _validate.check_int("splits", splits, minimum=1, maximum=MAX_SPLITS)
     if out is None:
@@ -350,7 +366,7 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
     stride_key = int_key(split_strides)
     split_key = None if stride_key is None else (
         query.dtype, out.dtype, group, head_dim, block_n, load_v_with_k, kv_lens is not None, kv_start is not None,
-        rope is not None, single_split, stride_key,
+        rope is not None, stride_key,
         pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start),
         pointer_key(cos), pointer_key(sin), pointer_key(out))
     split_ints = (*split_strides, kv_heads, kv_len, splits, scale * LOG2E, 1 if cos is None else cos.shape[0])
@@ -363,7 +379,7 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
                      HEAD_DIM_PADDED=head_dim_padded, BLOCK_N=block_n, HAS_KV_LENS=kv_lens is not None,
                      HAS_KV_START=kv_start is not None,
                      DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # tf32: unused for 16-bit
-                     LOAD_V_WITH_K=load_v_with_k, ROPE=rope is not None, SINGLE_SPLIT=single_split,
+                     LOAD_V_WITH_K=load_v_with_k, ROPE=rope is not None,
                      num_warps=4, num_stages=3 if on_gpu else 1))
     merge_key = merge_ints = None
     if not single_split:
@@ -395,7 +411,8 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
 # the split count, the launch keys and the integer arguments depend on) leaves a plan, and later calls with that
 # signature only allocate the output and hand the pointers, as ints, to the two compiled kernels' C launchers.
 # Only the common case gets plans: plain CUDA tensors, the default workspace and no RoPE (the engine's fused
-# step runs in a CUDA graph, where the host path is paid once).
+# step runs in a CUDA graph, where the host path is paid once), outside graph capture (whose default split count
+# differs, and where the host path is paid once too).
 _PLANS = {}
 MAX_PLANS = 1024
 
@@ -411,7 +428,7 @@ def _plan_signature(query, key, value, kv_lens, kv_start, scale, splits, out):
         return None
     device = query.device
     if not (scale is None or type(scale) in (float, int)) or not (splits is None or type(splits) is int) \
-            or device.type != "cuda":
+            or device.type != "cuda" or torch.cuda.is_current_stream_capturing():  # a graph's call: its own splits
         return None
     return (query.shape, query.stride(), query.dtype, device,
             key.shape, key.stride(), key.dtype, key.device,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import triton.testing
 
 from flashcore import decode_attention, prefill_attention
-from flashcore.decode import DecodeWorkspace, num_splits, sm_count
+from flashcore.decode import DecodeWorkspace, default_splits, num_splits, sm_count
 from flashcore.ops.gemv import gemv
 from integration.timing import rotation_count, time_graph_ms, time_python_ms
 
@@ -77,7 +77,8 @@ def decode_attention_rows(cache_lens, bandwidth, batches=(1,), dtype=torch.float
                 "flashcore_graph_us": time_graph_ms(_rotating([flashcore_call(i) for i in range(copies)]),
                                                     copies)["ms"] * 1e3,
                 "sdpa_graph_us": time_graph_ms(_rotating([sdpa_call(i) for i in range(copies)]), copies)["ms"] * 1e3,
-                "floor_us": kv_bytes / bandwidth * 1e6, "splits": splits,
+                "floor_us": kv_bytes / bandwidth * 1e6, "splits": splits,  # in the graph
+                "python_splits": default_splits(batch, kv_heads, cache_len, q.device),  # called from Python
             }
             row["bandwidth_fraction"] = row["floor_us"] / row["flashcore_graph_us"]
             rows.append(row)

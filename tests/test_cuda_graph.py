@@ -59,3 +59,34 @@ def test_compiled_decode_op_leaves_no_shared_workspace_behind(device):
     assert query.device not in decode_module._WORKSPACES, "the op created the launcher's shared workspace"
     expected = attention_reference(query, key, value, scale=0.25).transpose(1, 2)
     assert torch.allclose(out.double(), expected, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_a_graph_captured_after_short_cache_calls_from_python():
+    """From Python a short cache takes one split, which writes the output itself; captured, the same call takes the
+    heuristic's splits and a merge kernel that no call has compiled yet (head_dim 80 and 3 KV heads are this
+    test's own shape). The capture must still work and the replay agree with the call from Python."""
+    from flashcore import decode as decode_module
+    from flashcore.engine.runner import capture_cuda_graph
+
+    query = torch.randn(1, 6, 1, 80, dtype=torch.float16, device="cuda")
+    key = torch.randn(1, 3, 300, 80, dtype=torch.float16, device="cuda")
+    value = torch.randn_like(key)
+    out = torch.empty_like(query)
+    assert decode_module.default_splits(1, 3, 300, query.device) == 1
+    from_python = decode_attention(query, key, value, out=out).clone()
+    captured_splits = []
+
+    def call():
+        captured_splits.append(decode_module.default_splits(1, 3, 300, query.device))
+        decode_attention(query, key, value, out=out)
+
+    graph = capture_cuda_graph(call)
+    assert captured_splits == [1, decode_module.num_splits(1, 3, 300, decode_module.sm_count(query.device))]
+    out.zero_()
+    graph.replay()
+    torch.cuda.synchronize()
+    ref = attention_reference(query, key, value)
+    torch_err = (attention_reference(query, key, value, compute_dtype=torch.float16).double() - ref).abs().max().item()
+    assert within_rule((out.double() - ref).abs().max().item(), torch_err)
+    assert torch.allclose(out, from_python, atol=2e-3, rtol=0)

@@ -32,7 +32,7 @@ def _case(batch, kv_len, dtype, lengths):
 def _full_path(query, key, value, kv_lens, kv_start, scale=None):
     """The same launches through the full path: a caller's workspace is never planned."""
     batch, q_heads, _, head_dim = query.shape
-    splits = decode_module._splits_for(batch, key.shape[1], key.shape[2], query.device)
+    splits = decode_module.default_splits(batch, key.shape[1], key.shape[2], query.device)
     workspace = DecodeWorkspace.for_shape(batch, q_heads, head_dim, device=query.device)
     return decode_attention(query, key, value, kv_lens=kv_lens, kv_start=kv_start, scale=scale, splits=splits,
                             workspace=workspace)

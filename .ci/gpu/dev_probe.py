@@ -540,7 +540,8 @@ if "python" in parts:
         r["flashcore_do_bench_us"] = kernel_bench._median_us(lambda: decode_attention(q, k, v, kv_lens=lens))
         r["sdpa_do_bench_us"] = kernel_bench._median_us(
             lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True))
-        log(f"python B={r['batch']} {r['cache_len']:6d}: back to back {r['flashcore_us']:6.1f} us (sdpa "
+        log(f"python B={r['batch']} {r['cache_len']:6d} splits {r['python_splits']}/{r['splits']}: back to back "
+            f"{r['flashcore_us']:6.1f} us (sdpa "
             f"{r['sdpa_gqa_us']:6.1f}, repeat_kv {r['sdpa_repeat_kv_us']:6.1f}) | do_bench {r['flashcore_do_bench_us']:6.1f} "
             f"(sdpa {r['sdpa_do_bench_us']:6.1f}) | graph {r['flashcore_graph_us']:6.1f} (sdpa {r['sdpa_graph_us']:6.1f})")
         del k, v
