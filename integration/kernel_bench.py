@@ -12,7 +12,8 @@ import triton.testing
 from flashcore import decode_attention, prefill_attention
 from flashcore.decode import DecodeWorkspace, default_splits, num_splits, sm_count
 from flashcore.ops.gemv import gemv
-from integration.timing import rotation_count, time_graph_ms, time_python_ms
+from integration.timing import (rotation_count, time_graph_ms, time_graphs_side_by_side_ms,
+                                time_python_side_by_side_ms)
 
 GQA_8B = {"q_heads": 32, "kv_heads": 8, "head_dim": 128}
 
@@ -62,21 +63,27 @@ def decode_attention_rows(cache_lens, bandwidth, batches=(1,), dtype=torch.float
                 return lambda: F.scaled_dot_product_attention(q, keys[i].repeat_interleave(group, dim=1),
                                                               values[i].repeat_interleave(group, dim=1))
 
-            def python_us(make_call):
-                """Per call, made from Python back to back over the rotated caches, as a model's layers make them;
-                at least 32 calls a run, so that the first call's start on an idle device weighs little."""
-                calls = [make_call(i) for i in range(copies)] * max(1, 32 // copies)
-                return time_python_ms(_rotating(calls), len(calls))["ms"] * 1e3
-
+            # From Python: calls made back to back over the rotated caches, as a model's layers make them, at least
+            # 32 a run, so that the first call's start on an idle device weighs little. FlashCore with the default
+            # workspace and a fresh output: the call a Hugging Face layer makes.
+            calls_per_run = copies * max(1, 32 // copies)
+            python = time_python_side_by_side_ms({
+                name: _rotating([make_call(i) for i in range(copies)] * (calls_per_run // copies))
+                for name, make_call in (
+                    ("flashcore", lambda i: lambda: decode_attention(q, keys[i], values[i], kv_lens=lens)),
+                    ("sdpa_gqa", sdpa_call), ("sdpa_repeat_kv", repeat_kv_call))}, calls_per_run)
+            graph = time_graphs_side_by_side_ms({
+                "flashcore": _rotating([flashcore_call(i) for i in range(copies)]),
+                "sdpa": _rotating([sdpa_call(i) for i in range(copies)])}, copies)
             row = {
                 "cache_len": cache_len, "batch": batch,
-                # the default workspace and a fresh output: the call a Hugging Face layer makes
-                "flashcore_us": python_us(lambda i: lambda: decode_attention(q, keys[i], values[i], kv_lens=lens)),
-                "sdpa_gqa_us": python_us(sdpa_call),
-                "sdpa_repeat_kv_us": python_us(repeat_kv_call),
-                "flashcore_graph_us": time_graph_ms(_rotating([flashcore_call(i) for i in range(copies)]),
-                                                    copies)["ms"] * 1e3,
-                "sdpa_graph_us": time_graph_ms(_rotating([sdpa_call(i) for i in range(copies)]), copies)["ms"] * 1e3,
+                "flashcore_us": python["flashcore"]["ms"] * 1e3, "sdpa_gqa_us": python["sdpa_gqa"]["ms"] * 1e3,
+                "sdpa_repeat_kv_us": python["sdpa_repeat_kv"]["ms"] * 1e3,
+                "flashcore_graph_us": graph["flashcore"]["ms"] * 1e3, "sdpa_graph_us": graph["sdpa"]["ms"] * 1e3,
+                # each timing's 10th and 90th percentiles: the spread a difference must beat
+                **{f"{name}{where}_us_p{q}": stats[f"ms_p{q}"] * 1e3
+                   for where, timings in (("", python), ("_graph", graph)) for name, stats in timings.items()
+                   for q in (10, 90)},
                 "floor_us": kv_bytes / bandwidth * 1e6, "splits": splits,  # in the graph
                 "python_splits": default_splits(batch, kv_heads, cache_len, q.device),  # called from Python
             }
@@ -211,9 +218,10 @@ def gemv_rows(bandwidth, shapes=GEMV_SHAPES_8B, rows_m=(1, 2, 4, 8), dtype=torch
         for m in rows_m:
             x = torch.randn(m, k, dtype=dtype, device="cuda")
             out = torch.empty(m, n, dtype=dtype, device="cuda")
-            ours = time_graph_ms(_rotating([lambda w=w: gemv(x, w, out=out) for w in weights]), copies)["ms"]
-            theirs = time_graph_ms(_rotating([lambda w=w: torch.mm(x, w.t(), out=out) for w in weights]),
-                                   copies)["ms"]
+            timed = time_graphs_side_by_side_ms({
+                "ours": _rotating([lambda w=w: gemv(x, w, out=out) for w in weights]),
+                "cublas": _rotating([lambda w=w: torch.mm(x, w.t(), out=out) for w in weights])}, copies)
+            ours, theirs = timed["ours"]["ms"], timed["cublas"]["ms"]
             floor_us = (weight_bytes + 2 * m * (n + k)) / bandwidth * 1e6
             rows.append({"shape": f"{n}x{k}", "M": m, "flashcore_us": ours * 1e3, "cublas_us": theirs * 1e3,
                          "floor_us": floor_us, "bandwidth_fraction": floor_us / (ours * 1e3),
@@ -255,8 +263,8 @@ def projection_chain(weights, bandwidth):
     weight_bytes = sum(t.numel() * t.element_size() for layer in weights.layers
                        for t in (layer.qkv, layer.o, layer.gate_up, layer.down)) \
         + weights.lm_head.numel() * weights.lm_head.element_size()
-    flashcore = time_graph_ms(flashcore_chain, repeats=10)
-    cublas = time_graph_ms(cublas_chain, repeats=10)
+    timed = time_graphs_side_by_side_ms({"flashcore": flashcore_chain, "cublas": cublas_chain}, repeats=10)
+    flashcore, cublas = timed["flashcore"], timed["cublas"]
     floor_ms = weight_bytes / bandwidth * 1e3
     return {"flashcore_ms": flashcore["ms"], "cublas_ms": cublas["ms"], "floor_ms": floor_ms,
             "flashcore_ratio_to_floor": flashcore["ms"] / floor_ms, "cublas_ratio_to_floor": cublas["ms"] / floor_ms,

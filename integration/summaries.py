@@ -164,16 +164,25 @@ def _first_token_misses(results):
             for r in at_8192 if sdpa_ms is not None and "flashcore" in r["path"] and r["ms"] > sdpa_ms]
 
 
+def _spreads(row, ours, theirs):
+    """" (10th-90th percentiles a-b against c-d)" for two timings of a row that records them, else ""."""
+    keys = [f"{key}_p{q}" for key in (ours, theirs) for q in (10, 90)]
+    if not all(key in row for key in keys):
+        return ""
+    low, high, their_low, their_high = (row[key] for key in keys)
+    return f" (10th-90th percentiles {low:.1f}-{high:.1f} against {their_low:.1f}-{their_high:.1f})"
+
+
 def _attention_misses(results):
     missed = []
     for row in results.get("decode_attention", []):
         where = f"decode attention at cache {row['cache_len']:,}, batch {row.get('batch', 1)}"
         if row["flashcore_us"] > row["sdpa_gqa_us"]:
             missed.append(f"{where}: {row['flashcore_us']:.1f} us from Python against SDPA's "
-                          f"{row['sdpa_gqa_us']:.1f}")
+                          f"{row['sdpa_gqa_us']:.1f}{_spreads(row, 'flashcore_us', 'sdpa_gqa_us')}")
         if row.get("sdpa_graph_us") and row["flashcore_graph_us"] > row["sdpa_graph_us"]:
             missed.append(f"{where}: {row['flashcore_graph_us']:.1f} us in a graph against SDPA's "
-                          f"{row['sdpa_graph_us']:.1f}")
+                          f"{row['sdpa_graph_us']:.1f}{_spreads(row, 'flashcore_graph_us', 'sdpa_graph_us')}")
         if row["cache_len"] >= 32768 and row.get("bandwidth_fraction", 1) < DECODE_ATTENTION_BANDWIDTH:
             missed.append(f"{where}: {row['bandwidth_fraction']:.0%} of copy bandwidth "
                           f"(target {DECODE_ATTENTION_BANDWIDTH:.0%})")

@@ -37,3 +37,22 @@ def test_a_call_from_python_counts_the_host_time_of_each_call(monkeypatch):
     result = timing.time_python_ms(run, calls_per_run=4, repeats=5)
     assert len(made) == 4 * (5 + 3)  # the runs timed and the warm-up runs
     assert 2.0 <= result["ms"] < 4.0, result
+
+
+def test_side_by_side_timings_take_turns(monkeypatch):
+    """Functions compared side by side are timed in alternation, one call of each per round, so a drift during the
+    measurement reaches both; each gets its own statistics."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    order = []
+
+    def fast():
+        order.append("fast")
+
+    def slow():
+        order.append("slow")
+        time.sleep(0.003)
+
+    result = timing.time_side_by_side_ms({"fast": fast, "slow": slow}, repeats=4, warmup=1)
+    assert order == ["fast", "slow"] * 5  # the warm-up round, then four timed rounds
+    assert result["fast"]["ms"] < 1.0 <= 3.0 <= result["slow"]["ms"] < 6.0, result
+    assert set(result["slow"]) == {"ms", "ms_p10", "ms_p90"}

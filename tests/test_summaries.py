@@ -84,6 +84,21 @@ def test_engine_target_is_judged_on_its_repeat_at_the_end_too():
                                  "floor (target 1.15x)"]
 
 
+def test_a_decode_attention_miss_shows_both_spreads():
+    """A row timed side by side records each timing's 10th and 90th percentiles; a miss quotes them, so a reader
+    tells a tie within the spread from a loss beyond it."""
+    row = {"cache_len": 4096, "batch": 8, "flashcore_us": 40.14, "sdpa_gqa_us": 40.10, "flashcore_graph_us": 39.0,
+           "sdpa_graph_us": 39.5, "flashcore_us_p10": 39.8, "flashcore_us_p90": 40.5, "sdpa_gqa_us_p10": 39.9,
+           "sdpa_gqa_us_p90": 40.4}
+    results = {**_sweep(5.5), "decode_attention": [row]}
+    assert summaries.decode_sweep(results, check_targets=True)["missed"] == [
+        "decode attention at cache 4,096, batch 8: 40.1 us from Python against SDPA's 40.1 (10th-90th percentiles "
+        "39.8-40.5 against 39.9-40.4)"]
+    del row["sdpa_gqa_us_p90"]  # a row from before the percentiles were recorded: the bare times
+    assert summaries.decode_sweep(results, check_targets=True)["missed"] == [
+        "decode attention at cache 4,096, batch 8: 40.1 us from Python against SDPA's 40.1"]
+
+
 def test_hf_compile_puts_the_comparison_first_and_misses_a_recompile():
     rows = [{"path": "hf-compile-sdpa", "cache_len": 2048, "compile_s": 30.0, "ms_per_token": 9.0,
              "recompiles_new_shapes": 0},
