@@ -233,41 +233,68 @@ def time_to_first_token(model, prompt_lens, repeats=3):
 
 
 @torch.no_grad()
-def hf_compile_rows(model, implementations=("sdpa", "flashcore"), prompt_len=2048, log=print):
+def hf_compile_rows(model, implementations=("sdpa", "flashcore"), prompt_len=2048, rounds=2, log=print):
     """HF's compiled static-cache generate(): compile time, steady ms/token, and how many graphs a second
-    call with a new prompt length and a new max_new_tokens compiles (0 means no recompilation)."""
+    call with a new prompt length and a new max_new_tokens compiles (0 means no recompilation).
+
+    One compile is one sample, and compile times have moved by a third between runs: each implementation is
+    compiled `rounds` times, in turns whose order flips every round (so neither always follows the other), with
+    torch.compile's caches off (each compile is a cold one, not a cache hit of the last). A row gives the mean
+    and every round's time."""
+    import torch._inductor.config
+
+    runs = {implementation: [] for implementation in implementations}
+    with torch._inductor.config.patch(force_disable_caches=True):
+        for round_index in range(rounds):
+            order = implementations if round_index % 2 == 0 else implementations[::-1]
+            for implementation in order:
+                run = _compiled_generate_run(model, implementation, prompt_len)
+                log(dict(run, round=round_index))
+                runs[implementation].append(run)
+    return [_compile_row(implementation, prompt_len, runs[implementation]) for implementation in implementations]
+
+
+def _compile_row(implementation, prompt_len, runs):
+    """One implementation's row from its rounds: means of the times, the most graphs any round recompiled."""
+    row = {"path": f"hf-compile-{implementation}", "cache_len": prompt_len}
+    failed = [run["skipped"] for run in runs if "skipped" in run]
+    if failed:
+        return dict(row, skipped=failed[0])
+    return dict(row, compile_s=sum(run["compile_s"] for run in runs) / len(runs),
+                compile_s_rounds=[run["compile_s"] for run in runs],
+                ms_per_token=sum(run["ms_per_token"] for run in runs) / len(runs),
+                recompiles_new_shapes=max(run["recompiles_new_shapes"] for run in runs))
+
+
+def _compiled_generate_run(model, implementation, prompt_len):
+    """One compile of generate(cache_implementation="static") from a reset torch._dynamo: {compile_s,
+    ms_per_token, recompiles_new_shapes}, or {skipped: why} when it fails (a result to report, not a crash)."""
     import torch._dynamo
 
     device = next(model.parameters()).device
-    rows = []
-    for implementation in implementations:
-        torch._dynamo.reset()
-        ids = torch.randint(0, model.config.vocab_size, (1, prompt_len), device=device)
-
-        def run(tokens, prompt=ids):
-            return model.generate(prompt, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
-                                  cache_implementation="static")
-
-        with attention_implementation(model, implementation):
-            try:
-                first_ms = _wall_ms(lambda: run(16))
-                short_ms = min(_wall_ms(lambda: run(16)) for _ in range(2))
-                long_ms = min(_wall_ms(lambda: run(80)) for _ in range(2))
-                graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-                other = torch.randint(0, model.config.vocab_size, (1, prompt_len + 300), device=device)
-                model.generate(other, max_new_tokens=40, min_new_tokens=40, do_sample=False,
-                               cache_implementation="static")
-                recompiles = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before
-                row = {"path": f"hf-compile-{implementation}", "cache_len": prompt_len,
-                       "compile_s": (first_ms - short_ms) / 1e3, "ms_per_token": (long_ms - short_ms) / 64,
-                       "recompiles_new_shapes": int(recompiles)}
-            except Exception as err:  # a compile failure is a result to report, not a crash of the sweep
-                row = {"path": f"hf-compile-{implementation}", "cache_len": prompt_len,
-                       "skipped": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
-        log(row)
-        rows.append(row)
     torch._dynamo.reset()
-    return rows
+    ids = torch.randint(0, model.config.vocab_size, (1, prompt_len), device=device)
+
+    def run(tokens, prompt=ids):
+        return model.generate(prompt, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+                              cache_implementation="static")
+
+    with attention_implementation(model, implementation):
+        try:
+            first_ms = _wall_ms(lambda: run(16))
+            short_ms = min(_wall_ms(lambda: run(16)) for _ in range(2))
+            long_ms = min(_wall_ms(lambda: run(80)) for _ in range(2))
+            graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+            other = torch.randint(0, model.config.vocab_size, (1, prompt_len + 300), device=device)
+            model.generate(other, max_new_tokens=40, min_new_tokens=40, do_sample=False,
+                           cache_implementation="static")
+            recompiles = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before
+            result = {"compile_s": (first_ms - short_ms) / 1e3, "ms_per_token": (long_ms - short_ms) / 64,
+                      "recompiles_new_shapes": int(recompiles)}
+        except Exception as err:
+            result = {"skipped": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
+    torch._dynamo.reset()
+    return result
 
 
 @torch.no_grad()

@@ -268,17 +268,23 @@ def decode_sweep(results, check_targets):
     return _summary(headline, missed)
 
 
+def _compile_seconds(row):
+    """ "30.5 s" or, for a row of several rounds, "30.5 s (28.0, 33.0)"."""
+    rounds = row.get("compile_s_rounds", [])
+    return f"{row['compile_s']:.1f} s" + (f" ({', '.join(f'{t:.1f}' for t in rounds)})" if len(rounds) > 1 else "")
+
+
 def hf_compile(rows, check_targets):
     """Notebook 05: HF's compiled static-cache generate() with SDPA and with FlashCore."""
     ran = {r["path"]: r for r in rows if not r.get("skipped")}
-    headline = [f"{r['path']}: compiled in {r['compile_s']:.1f} s, {r['ms_per_token']:.2f} ms/token steady, "
+    headline = [f"{r['path']}: compiled in {_compile_seconds(r)}, {r['ms_per_token']:.2f} ms/token steady, "
                 f"{r['recompiles_new_shapes']} new graphs for a new prompt length and max_new_tokens"
                 for r in ran.values()] or ["HF compiled generate() not measured (no GPU)"]
     ours, sdpa = ran.get("hf-compile-flashcore"), ran.get("hf-compile-sdpa")
     if ours and sdpa:
         headline.insert(0, f"compiled generate() at cache {ours['cache_len']}: FlashCore {ours['ms_per_token']:.2f} "
-                           f"ms/token against SDPA's {sdpa['ms_per_token']:.2f}, compiled in {ours['compile_s']:.1f} s "
-                           f"against {sdpa['compile_s']:.1f} s, {ours['recompiles_new_shapes']} recompiles for new "
+                           f"ms/token against SDPA's {sdpa['ms_per_token']:.2f}, compiled in {_compile_seconds(ours)} "
+                           f"against {_compile_seconds(sdpa)}, {ours['recompiles_new_shapes']} recompiles for new "
                            "shapes")
     if not check_targets:
         return _summary(headline, [])

@@ -56,3 +56,26 @@ def test_side_by_side_timings_take_turns(monkeypatch):
     assert order == ["fast", "slow"] * 5  # the warm-up round, then four timed rounds
     assert result["fast"]["ms"] < 1.0 <= 3.0 <= result["slow"]["ms"] < 6.0, result
     assert set(result["slow"]) == {"ms", "ms_p10", "ms_p90"}
+
+
+def test_compile_times_are_rounds_in_flipping_order(monkeypatch):
+    """Notebook 05 compiles each implementation twice, cold, in an order that flips every round; a row gives the
+    mean and each round, and the most graphs any round recompiled."""
+    from integration import bench
+
+    order = []
+    samples = {"sdpa": iter([30.0, 26.0]), "flashcore": iter([28.0, 33.0])}
+
+    def fake_run(model, implementation, prompt_len):
+        import torch._inductor.config
+        assert torch._inductor.config.force_disable_caches, "each compile must be a cold one"
+        order.append(implementation)
+        return {"compile_s": next(samples[implementation]), "ms_per_token": 9.0,
+                "recompiles_new_shapes": int(len(order) == 4)}
+
+    monkeypatch.setattr(bench, "_compiled_generate_run", fake_run)
+    rows = bench.hf_compile_rows(None, prompt_len=64, log=lambda *a: None)
+    assert order == ["sdpa", "flashcore", "flashcore", "sdpa"]
+    assert rows[0] == {"path": "hf-compile-sdpa", "cache_len": 64, "compile_s": 28.0, "compile_s_rounds": [30.0, 26.0],
+                       "ms_per_token": 9.0, "recompiles_new_shapes": 1}
+    assert rows[1]["compile_s"] == 30.5 and rows[1]["recompiles_new_shapes"] == 0

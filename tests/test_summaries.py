@@ -108,6 +108,10 @@ def test_hf_compile_puts_the_comparison_first_and_misses_a_recompile():
     assert summary["passed"]
     assert summary["headline"][0] == ("compiled generate() at cache 2048: FlashCore 8.50 ms/token against SDPA's "
                                       "9.00, compiled in 25.0 s against 30.0 s, 0 recompiles for new shapes")
+    rounds = [{**rows[0], "compile_s_rounds": [31.0, 29.0]}, {**rows[1], "compile_s_rounds": [24.0, 26.0]}]
+    assert summaries.hf_compile(rounds, check_targets=True)["headline"][0] == (
+        "compiled generate() at cache 2048: FlashCore 8.50 ms/token against SDPA's 9.00, compiled in 25.0 s (24.0, "
+        "26.0) against 30.0 s (31.0, 29.0), 0 recompiles for new shapes")
     rows[1] = {**rows[1], "recompiles_new_shapes": 2}
     assert summaries.hf_compile(rows, check_targets=True)["missed"] == [
         "hf-compile-flashcore recompiled 2 graphs for new shapes (target 0)"]

@@ -20,6 +20,8 @@
 # returns: issue the next call at once, or setup and warm run again. Six notebooks fit one 30-minute machine as
 #   setup+warm | setup (next parts)+04+01 | 02+05 | 03 | 06   (about 1,300 s held).
 # On the H200 (2026-11-29, 16 cores): warm 16 ~69 s (one batch-1 config per shape now), a machine start ~60 s.
+# On the H200 (2026-11-30): 04+01 ~280 s, 02+05+06 ~260 s, 03 ~485 s. Notebook 05 now compiles each
+# implementation twice (bench.hf_compile_rows): expect it to take about twice its ~130 s.
 # The machine's copy of the tree carries stale git metadata: pass the commit you carried, with a clean tree,
 # as FLASHCORE_COMMIT=<sha> in every notebooks call (the results files record it; the stage refuses to run
 # without it, since the stale HEAD would be recorded instead).
