@@ -3,7 +3,8 @@
 A decode step has one query row per head, far too little work for one program per head to fill a GPU.
 So the key range of each (sequence, KV head) is split across `splits` programs. Each program handles all
 GROUP_SIZE query heads of its KV head together, so every K/V byte is read once, and writes a partial output
-with its log-sum-exp; a second small kernel merges the partials.
+with its log-sum-exp; a second small kernel merges the partials. With one split the split kernel writes the output
+itself, and nothing else runs (the default from Python at short caches, where a call's time is the host's).
 
 Splits take key blocks round-robin (split s reads blocks s, s + splits, ...) up to the sequence's
 length, which is read on the device: the work is balanced for any length, the launch never waits on the
