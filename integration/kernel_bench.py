@@ -81,9 +81,9 @@ def decode_attention_rows(cache_lens, bandwidth, batches=(1,), dtype=torch.float
                 "sdpa_repeat_kv_us": python["sdpa_repeat_kv"]["ms"] * 1e3,
                 "flashcore_graph_us": graph["flashcore"]["ms"] * 1e3, "sdpa_graph_us": graph["sdpa"]["ms"] * 1e3,
                 # each timing's 10th and 90th percentiles: the spread a difference must beat
-                **{f"{name}{where}_us_p{q}": stats[f"ms_p{q}"] * 1e3
+                **{f"{name}{where}_us_p{pct}": stats[f"ms_p{pct}"] * 1e3
                    for where, timings in (("", python), ("_graph", graph)) for name, stats in timings.items()
-                   for q in (10, 90)},
+                   for pct in (10, 90)},
                 "floor_us": kv_bytes / bandwidth * 1e6, "splits": splits,  # in the graph
                 "python_splits": default_splits(batch, kv_heads, cache_len, q.device),  # called from Python
             }
