@@ -72,6 +72,25 @@ def save():
         json.dump(results, f, indent=1, default=str)
 
 
+def engine_alternated(label, variants, cache_lens=(512, 2048), repeats=2):
+    """The 8B engine at each cache length under each variant (name -> a function that puts it in place), the
+    variants alternated `repeats` times; rows tagged with variant and repeat go to results[f"{label}_engine"],
+    saved as they come. The caller restores its defaults afterwards."""
+    model = llama31_8b(dtype=torch.float16)
+    rows = results[f"{label}_engine"] = []
+    for repeat in range(repeats):
+        for name, put_in_place in variants.items():
+            put_in_place()
+            for r in bench.decode_sweep(model, list(cache_lens), bw, ["flashcore-engine"], log=lambda *a: None):
+                rows.append(dict(r, variant=name, repeat=repeat))
+                log(f"{label} engine {name:12s} rep {repeat} cache {r['cache_len']:6d}: {r['ms_per_token']:.4f} ms "
+                    f"({r['ratio_to_floor']:.4f}x)")
+            save()
+    del model
+    release()
+    return rows
+
+
 def decode_grid(cache_lens, block_ns, splits_options):
     """Decode attention in a graph over rotated caches (batch 1) for every V-load placement, block size and split
     count; the module's defaults are restored afterwards."""
@@ -514,17 +533,8 @@ if "row" in parts:
     results["row_step_us"] = step_us
     gemv_module.ROW_BLOCK_N, gemv_module.ROW_PROGRAMS_PER_SM, gemv_module.ROW_STAGES = defaults
     release()
-    model = llama31_8b(dtype=torch.float16)
-    engine_rows = []
-    for rep in range(2):
-        for persistent in (False, True):
-            gemv_module.PERSISTENT_ROW = persistent
-            for r in bench.decode_sweep(model, [512, 2048], bw, ["flashcore-engine"]):
-                engine_rows.append(dict(r, persistent=persistent, rep=rep))
-                log(f"row engine persistent={persistent:d} rep {rep} cache {r['cache_len']}: "
-                    f"{r['ms_per_token']:.3f} ms ({r['ratio_to_floor']:.3f}x floor)")
-            results["row_engine"] = engine_rows
-            save()
+    engine_alternated("row", {f"persistent={on}": lambda on=on: setattr(gemv_module, "PERSISTENT_ROW", on)
+                              for on in (False, True)})
     gemv_module.PERSISTENT_ROW = persistent_default
 
 if "python" in parts:
@@ -541,9 +551,9 @@ if "python" in parts:
         r["sdpa_do_bench_us"] = kernel_bench._median_us(
             lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True))
         log(f"python B={r['batch']} {r['cache_len']:6d} splits {r['python_splits']}/{r['splits']}: back to back "
-            f"{r['flashcore_us']:6.1f} us (sdpa "
-            f"{r['sdpa_gqa_us']:6.1f}, repeat_kv {r['sdpa_repeat_kv_us']:6.1f}) | do_bench {r['flashcore_do_bench_us']:6.1f} "
-            f"(sdpa {r['sdpa_do_bench_us']:6.1f}) | graph {r['flashcore_graph_us']:6.1f} (sdpa {r['sdpa_graph_us']:6.1f})")
+            f"{r['flashcore_us']:6.1f} us (sdpa {r['sdpa_gqa_us']:6.1f}, repeat_kv {r['sdpa_repeat_kv_us']:6.1f}) | "
+            f"do_bench {r['flashcore_do_bench_us']:6.1f} (sdpa {r['sdpa_do_bench_us']:6.1f}) | "
+            f"graph {r['flashcore_graph_us']:6.1f} (sdpa {r['sdpa_graph_us']:6.1f})")
         del k, v
     results["python_rows"] = rows
     save()
@@ -623,21 +633,13 @@ if "single" in parts:
     results["single_python"] = python_rows
     save()
     release()
-    model = llama31_8b(dtype=torch.float16)
     heuristic = step_module.num_splits
-    engine_rows = []
-    for repeat in range(2):
-        for cap in (None, 1, 8):
-            step_module.num_splits = heuristic if cap is None else (lambda *a, cap=cap: min(cap, heuristic(*a)))
-            for r in bench.decode_sweep(model, [512, 2048], bw, ["flashcore-engine"], log=lambda *a: None):
-                engine_rows.append(dict(r, splits_cap=cap, repeat=repeat))
-                log(f"single engine cap {cap} rep {repeat} cache {r['cache_len']:5d}: {r['ms_per_token']:.4f} ms "
-                    f"({r['ratio_to_floor']:.4f}x)")
-            results["single_engine"] = engine_rows
-            save()
+
+    def cap_splits(cap):
+        step_module.num_splits = heuristic if cap is None else (lambda *a: min(cap, heuristic(*a)))
+
+    engine_alternated("single", {f"cap {cap}": lambda cap=cap: cap_splits(cap) for cap in (None, 1, 8)})
     step_module.num_splits = heuristic
-    del model
-    release()
 
 if "flags" in parts:
     # Module settings that need no new code, measured on the H200 against the defaults: the V load beside the K
@@ -672,20 +674,8 @@ if "flags" in parts:
     results["flags_qkv"] = qkv
     del weights
     release()
-    model = llama31_8b(dtype=torch.float16)
-    engine_rows = []
-    for repeat in range(2):
-        for name in settings:
-            use(name)
-            for r in bench.decode_sweep(model, [512, 2048], bw, ["flashcore-engine"], log=lambda *a: None):
-                engine_rows.append(dict(r, setting=name, repeat=repeat))
-                log(f"flags engine {name:8s} rep {repeat} cache {r['cache_len']:5d}: {r['ms_per_token']:.4f} ms "
-                    f"({r['ratio_to_floor']:.4f}x)")
-            results["flags_engine"] = engine_rows
-            save()
+    engine_alternated("flags", {name: lambda name=name: use(name) for name in settings})
     use("default")
-    del model
-    release()
 
 if "fuse" in parts:
     # RoPE and the cache append inside the decode split kernel (rope_decode_attention) against the two kernels it
@@ -744,20 +734,10 @@ if "fuse" in parts:
         write_pos.copy_(b.kv_lens)
         return b.logits
 
-    model = llama31_8b(dtype=torch.float16)
     variants = [("two kernels", two_kernel_step), ("fused", fused_step)]
-    engine_rows = []
-    for repeat in range(2):
-        for name, step_fn in variants:
-            runner_module.decode_step = step_fn
-            for r in bench.decode_sweep(model, [512, 2048, 8192, 32768], bw, ["flashcore-engine"],
-                                        log=lambda *a: None):
-                engine_rows.append(dict(r, variant=name, repeat=repeat))
-                log(f"engine {name:20s} rep {repeat} cache {r['cache_len']:6d}: {r['ms_per_token']:.4f} ms "
-                    f"({r['ratio_to_floor']:.4f}x)")
-            save()
+    engine_alternated("fuse", {name: lambda fn=step_fn: setattr(runner_module, "decode_step", fn)
+                               for name, step_fn in variants}, cache_lens=(512, 2048, 8192, 32768))
     runner_module.decode_step = fused_step
-    results["fuse_engine"] = engine_rows
     # same tokens from every variant on the 8B shape, greedy (batch 1: its GEMV config is fixed, no autotuning;
     # the left-padded batch is in the kernel check above)
     small = llama31_8b(dtype=torch.float16, num_layers=4)
@@ -773,7 +753,7 @@ if "fuse" in parts:
     results["fuse_tokens_equal"] = {name: outs[name] == outs["two kernels"] for name in outs}
     log("same tokens as the two-kernel step:", results["fuse_tokens_equal"])
     save()
-    del model, small
+    del small
     release()
 
 if "floor" in parts:
