@@ -412,8 +412,8 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
 # the split count, the launch keys and the integer arguments depend on) leaves a plan, and later calls with that
 # signature only allocate the output and hand the pointers, as ints, to the two compiled kernels' C launchers.
 # Only the common case gets plans: plain CUDA tensors, the default workspace and no RoPE (the engine's fused
-# step runs in a CUDA graph, where the host path is paid once), outside graph capture (whose default split count
-# differs, and where the host path is paid once too).
+# step runs in a CUDA graph, where the host path is paid once). A captured call at a short cache takes the full path:
+# its default split count differs from the one a call from Python plans.
 _PLANS = {}
 MAX_PLANS = 1024
 
@@ -429,8 +429,10 @@ def _plan_signature(query, key, value, kv_lens, kv_start, scale, splits, out):
         return None
     device = query.device
     if not (scale is None or type(scale) in (float, int)) or not (splits is None or type(splits) is int) \
-            or device.type != "cuda" or torch.cuda.is_current_stream_capturing():  # a graph's call: its own splits
+            or device.type != "cuda":
         return None
+    if splits is None and key.shape[2] <= SINGLE_SPLIT_MAX_LEN and torch.cuda.is_current_stream_capturing():
+        return None  # captured, a short cache takes the heuristic's splits (default_splits), not a plan's one split
     return (query.shape, query.stride(), query.dtype, device,
             key.shape, key.stride(), key.dtype, key.device,
             value.shape, value.stride(), value.dtype, value.device,
