@@ -40,7 +40,9 @@ from flashcore.api import attention_with_kv_cache  # noqa: E402
 from flashcore.cache import KVCache  # noqa: E402
 from flashcore.decode import DecodeWorkspace, decode_attention, num_splits, rope_decode_attention  # noqa: E402
 from flashcore.ops.gemv import gemv  # noqa: E402
+from flashcore.ops.rms_norm import rms_norm  # noqa: E402
 from flashcore.ops.rope_append import rope_append, rope_tables  # noqa: E402
+from flashcore.ops.silu_mul import silu_mul  # noqa: E402
 from flashcore.prefill import prefill_attention  # noqa: E402
 from flashcore.reference import attention_reference  # noqa: E402
 
@@ -56,7 +58,9 @@ __all__ = [
     "gemv",
     "num_splits",
     "prefill_attention",
+    "rms_norm",
     "rope_append",
     "rope_decode_attention",
     "rope_tables",
+    "silu_mul",
 ]

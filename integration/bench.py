@@ -21,7 +21,7 @@ import torch
 from flashcore.engine.runner import capture_cuda_graph
 from integration.engine import FlashCoreEngine
 from integration.llama_flashcore import attention_implementation
-from integration.timing import stats_ms, time_calls_ms
+from integration.timing import stats_ms, time_calls_ms, time_side_by_side_ms
 
 
 def streamed_weight_bytes(model):
@@ -213,21 +213,23 @@ def _wall_ms(fn):
 
 @torch.no_grad()
 def time_to_first_token(model, prompt_lens, repeats=3):
-    """Prompt in, first token out, through generate() with SDPA and through the engine (after a warm-up)."""
+    """Prompt in, first token out, through generate() with SDPA and through the engine, timed in turns (after a
+    warm-up call of each)."""
     device = next(model.parameters()).device
     engine = FlashCoreEngine(model, max_batch_size=1, max_seq_len=max(prompt_lens) + 8)
     rows = []
     for prompt_len in prompt_lens:
         ids = torch.randint(0, model.config.vocab_size, (1, prompt_len), device=device)
-        with attention_implementation(model, "sdpa"):
-            hf = lambda: model.generate(ids, max_new_tokens=1, do_sample=False)  # noqa: E731
-            hf()
-            rows.append({"prompt_len": prompt_len, "path": "hf-sdpa",
-                         **stats_ms([_wall_ms(hf) for _ in range(repeats)])})
-        ours = lambda: engine.generate(ids, max_new_tokens=1)  # noqa: E731
-        ours()
-        rows.append({"prompt_len": prompt_len, "path": "flashcore-engine",
-                     **stats_ms([_wall_ms(ours) for _ in range(repeats)])})
+
+        def hf():
+            with attention_implementation(model, "sdpa"):
+                model.generate(ids, max_new_tokens=1, do_sample=False)
+
+        def ours():
+            engine.generate(ids, max_new_tokens=1)
+
+        timings = time_side_by_side_ms({"hf-sdpa": hf, "flashcore-engine": ours}, repeats=repeats, warmup=1)
+        rows += [{"prompt_len": prompt_len, "path": path, **stats} for path, stats in timings.items()]
     del engine
     return rows
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import triton
 
 from conftest import ON_GPU
-from flashcore.engine import rms_norm
+from flashcore.engine import torch_rms_norm
 from flashcore.ops.gemv import gemv
 from flashcore.testing import within_rule
 
@@ -45,7 +45,7 @@ def test_fusions_round_like_the_unfused_ops(dtype, config, device):
     w = _randn(2 * n, k, dtype=dtype, device=device, scale=0.05)
     # the same products in float64 decide how close "like the torch ops" can be: accumulation order only
     tolerance = {torch.float16: 2e-3, torch.float32: 1e-5}[dtype]
-    normed = rms_norm(x, g, 1e-5)
+    normed = torch_rms_norm(x, g, 1e-5)
     got = gemv(x, w, norm_weight=g, eps=1e-5, activation="silu_mul", config=config)
     gate_up = F.linear(normed, w)
     torch.testing.assert_close(got, F.silu(gate_up[:, :n]) * gate_up[:, n:], atol=tolerance, rtol=tolerance)
@@ -76,7 +76,7 @@ def test_the_persistent_row_kernel_matches_the_streaming_one(n, k, device, monke
     in_place = residual.clone()
     gemv(x, w, norm_weight=g, residual=in_place, out=in_place)
     torch.testing.assert_close(in_place, tiled[2], atol=2e-3, rtol=2e-3)
-    normed = rms_norm(x, g, 1e-5)
+    normed = torch_rms_norm(x, g, 1e-5)
     ref = normed.double() @ w.double().T
     err = (gemv(x, w, norm_weight=g).double() - ref).abs().max().item()
     assert within_rule(err, (F.linear(normed, w).double() - ref).abs().max().item())

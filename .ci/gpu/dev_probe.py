@@ -19,7 +19,9 @@ flags (module settings against their defaults: the decode V load beside K, the r
 per SM; QKV, then the engine A/B), python (decode attention from Python as notebook 04 times it, back-to-back
 calls, beside do_bench's flushed median), plan_host (a planned decode call's host time against the previous
 commit's decode.py, carried as .probe/decode_before.py, and SDPA), single (decode with one split, which writes the
-output itself: in a graph, from Python, and the engine with its split count capped).
+output itself: in a graph, from Python, and the engine with its split count capped), prefill_ops (the prefill's
+fused RMSNorm and SiLU·mul against the torch ops, then time to first token against the previous commit's prefill,
+carried as .probe/step_before.py, and HF SDPA).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -790,6 +792,81 @@ if "ttft" in parts:
     del engine, model
     release()
     save()
+
+if "prefill_ops" in parts:
+    # The prefill's fused RMSNorm (+ residual add) and SiLU·mul against the torch ops they replace at 8192 tokens of
+    # the 8B shape (bits, then time in turns), then time to first token with this commit's prefill, the previous
+    # commit's (torch ops, carried as .probe/step_before.py) and HF SDPA's, in turns
+    from flashcore.engine import torch_rms_norm
+    from flashcore.ops.rms_norm import rms_norm
+    from flashcore.ops.silu_mul import silu_mul
+    import flashcore.engine.runner as runner_module
+    from integration.llama_flashcore import attention_implementation
+    from integration.timing import time_side_by_side_ms
+    tokens, hidden, inter = 8192, 4096, 14336
+    kernels = results["prefill_ops"] = []
+    for dtype in (torch.float16, torch.bfloat16):
+        h = torch.randn(tokens, hidden, device="cuda", dtype=dtype)
+        delta, w = torch.randn_like(h), torch.randn(hidden, device="cuda", dtype=dtype)
+        gate_up = torch.randn(tokens, 2 * inter, device="cuda", dtype=dtype) * 4
+        summed = h + delta
+        fused_h = h.clone()
+        normed = rms_norm(fused_h, w, 1e-5, add=delta)
+        act = silu_mul(gate_up)
+        gate, up = gate_up.chunk(2, dim=-1)
+        bits = {"add": torch.equal(fused_h, summed),
+                "norm_equal_fraction": (normed == torch_rms_norm(summed, w, 1e-5)).float().mean().item(),
+                "norm_max_abs_diff": (normed.float() - torch_rms_norm(summed, w, 1e-5).float()).abs().max().item(),
+                "silu_mul_equal_fraction": (act == F.silu(gate) * up).float().mean().item(),
+                "silu_mul_max_abs_diff": (act.float() - (F.silu(gate) * up).float()).abs().max().item()}
+        scratch = h.clone()
+        times = time_side_by_side_ms({
+            "torch add+norm": lambda: torch_rms_norm(h + delta, w, 1e-5),
+            "fused add+norm": lambda: rms_norm(scratch.copy_(h), w, 1e-5, add=delta),
+            "copy (in the fused timing)": lambda: scratch.copy_(h),
+            "torch silu*up": lambda: F.silu(gate) * up,
+            "fused silu_mul": lambda: silu_mul(gate_up, out=act),
+        }, repeats=30)
+        row = {"dtype": str(dtype), **bits, **{name: t["ms"] for name, t in times.items()}}
+        # bytes the fused kernels must move: h and delta in, h and the normalised rows out; [gate | up] in, act out
+        row["fused_norm_TBps"] = 4 * h.numel() * h.element_size() / ((row["fused add+norm"]
+                                                                      - row["copy (in the fused timing)"]) * 1e9)
+        row["silu_mul_TBps"] = 3 * act.numel() * act.element_size() / (row["fused silu_mul"] * 1e9)
+        kernels.append(row)
+        log("prefill ops", row)
+        save()
+        del h, delta, gate_up, summed, fused_h, normed, act, gate, up, scratch
+    release()
+    model = llama31_8b(dtype=torch.float16)
+    engine = FlashCoreEngine(model, max_batch_size=1, max_seq_len=32768 + 8)
+    step_before = load_carried("step_before", ".probe/step_before.py")
+    prefill_now = runner_module.prefill
+    ttft = results["prefill_ops_ttft"] = []
+    for prompt_len in (2048, 8192, 32768):
+        ids = torch.randint(0, 128000, (1, prompt_len), device="cuda")
+
+        def engine_with(prefill_fn):
+            def run():
+                runner_module.prefill = prefill_fn
+                return engine.generate(ids, max_new_tokens=1)
+            return run
+
+        def hf():
+            with attention_implementation(model, "sdpa"):
+                return model.generate(ids, max_new_tokens=1, do_sample=False)
+
+        firsts = {"torch ops (before)": engine_with(step_before.prefill)()[0, -1].item(),
+                  "fused (now)": engine_with(prefill_now)()[0, -1].item(), "hf-sdpa": hf()[0, -1].item()}
+        times = time_side_by_side_ms({"engine, torch ops (before)": engine_with(step_before.prefill),
+                                      "engine, fused (now)": engine_with(prefill_now), "hf-sdpa": hf},
+                                     repeats=4, warmup=1)
+        ttft.append({"prompt_len": prompt_len, "first_tokens": firsts,
+                     **{name: {k: round(v, 2) for k, v in t.items()} for name, t in times.items()}})
+        log("ttft", ttft[-1])
+        save()
+    runner_module.prefill = prefill_now
+    del engine, model
+    release()
 
 if {"chain", "engine", "profile", "compile"} & set(parts):
     model = llama31_8b(dtype=torch.float16)

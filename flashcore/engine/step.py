@@ -1,8 +1,9 @@
 """A Llama forward pass over the FlashCore cache, readable top to bottom: `prefill` for prompts, `decode_step`
 for one new token per sequence.
 
-Prefill is compute-bound, so it runs cuBLAS GEMMs and torch elementwise ops (the same ops, in the same order,
-as Hugging Face's LlamaDecoderLayer), with the RoPE/cache-append and prefill-attention kernels in between.
+Prefill is compute-bound: cuBLAS GEMMs, with FlashCore kernels in between for what is not a GEMM (RMSNorm with
+the residual add before it, RoPE/cache append, prefill attention, SiLU·mul), each rounding as the torch ops of
+Hugging Face's LlamaDecoderLayer round.
 A decode step is bandwidth-bound: with ``projections="gemv"`` each layer is six FlashCore kernels —
   QKV GEMV (RMSNorm in its prologue) -> split-K decode attention (RoPE and the cache append folded in) -> merge
   -> O GEMV (+ residual) -> gate/up GEMV (RMSNorm prologue, SiLU·mul epilogue) -> down GEMV (+ residual)
@@ -17,14 +18,16 @@ import torch.nn.functional as F
 from flashcore import _validate
 from flashcore.decode import DecodeWorkspace, num_splits, rope_decode_attention, sm_count
 from flashcore.ops.gemv import gemv
+from flashcore.ops.rms_norm import rms_norm
 from flashcore.ops.rope_append import rope_append
+from flashcore.ops.silu_mul import silu_mul
 from flashcore.prefill import prefill_attention
 
 PROJECTIONS = ("gemv", "cublas")
 
 
-def rms_norm(x, weight, eps):
-    """Hugging Face's LlamaRMSNorm: fp32 statistics, normalised x rounded to its dtype, then times weight."""
+def torch_rms_norm(x, weight, eps):
+    """Hugging Face's LlamaRMSNorm in torch ops: fp32 statistics, normalised x rounded to its dtype, times weight."""
     hidden = x.float()
     hidden = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + eps)
     return weight * hidden.to(x.dtype)
@@ -49,18 +52,21 @@ def _prefill_chunk(weights, state, tokens):
     write_pos, kv_start = state.write_pos[:batch], state.kv_start[:batch]
     kv_end = write_pos + seq_len
     q = torch.empty(batch, seq_len, shape.q_heads, shape.head_dim, dtype=weights.dtype, device=weights.device)
-    h = F.embedding(tokens, weights.embed)
+    eps = shape.rms_eps
+    h = F.embedding(tokens, weights.embed)  # the residual stream
+    delta = None  # the last projection's output, added to h by the next norm (h = h + delta, then the norm)
     for index, layer in enumerate(weights.layers):
-        qkv = F.linear(rms_norm(h, layer.attn_norm, shape.rms_eps), layer.qkv)
+        qkv = F.linear(rms_norm(h, layer.attn_norm, eps, add=delta), layer.qkv)
         rope_append(qkv, weights.rope_cos, weights.rope_sin, state.key[index], state.value[index], write_pos,
                     q_out=q, kv_start=kv_start)
         attn = prefill_attention(q.transpose(1, 2), state.key[index, :batch], state.value[index, :batch],
                                  causal=True, kv_lens=kv_end, kv_start=kv_start)
-        h = h + F.linear(attn.transpose(1, 2).reshape(batch, seq_len, -1), layer.o)
-        gate, up = F.linear(rms_norm(h, layer.mlp_norm, shape.rms_eps), layer.gate_up).chunk(2, dim=-1)
-        h = h + F.linear(F.silu(gate) * up, layer.down)
+        delta = F.linear(attn.transpose(1, 2).reshape(batch, seq_len, -1), layer.o)
+        gate_up = F.linear(rms_norm(h, layer.mlp_norm, eps, add=delta), layer.gate_up)
+        delta = F.linear(silu_mul(gate_up), layer.down)
     write_pos.add_(seq_len)
-    return F.linear(rms_norm(h[:, -1], weights.final_norm, shape.rms_eps), weights.lm_head)
+    last = rms_norm(h[:, -1], weights.final_norm, eps, add=delta[:, -1])  # only the last token's logits are kept
+    return F.linear(last, weights.lm_head)
 
 
 @dataclass
@@ -124,7 +130,7 @@ def decode_step(weights, state, buffers, projections="gemv"):
 def _norm_linear(x, norm_weight, weight, eps, out, fused):
     if fused:
         return gemv(x, weight, norm_weight=norm_weight, eps=eps, out=out)
-    return torch.mm(rms_norm(x, norm_weight, eps), weight.t(), out=out)
+    return torch.mm(torch_rms_norm(x, norm_weight, eps), weight.t(), out=out)
 
 
 def _linear_add(x, weight, residual, fused):
@@ -137,5 +143,5 @@ def _linear_add(x, weight, residual, fused):
 def _norm_linear_silu_mul(x, norm_weight, gate_up, eps, out, fused):
     if fused:
         return gemv(x, gate_up, norm_weight=norm_weight, eps=eps, activation="silu_mul", out=out)
-    gate, up = F.linear(rms_norm(x, norm_weight, eps), gate_up).chunk(2, dim=-1)
+    gate, up = F.linear(torch_rms_norm(x, norm_weight, eps), gate_up).chunk(2, dim=-1)
     return torch.mul(F.silu(gate), up, out=out)

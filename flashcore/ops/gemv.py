@@ -23,14 +23,10 @@ import triton.testing
 
 from flashcore import _validate
 from flashcore.decode import sm_count
+from flashcore.ops.silu_mul import silu
 
 MAX_ROWS = 32  # batch rows per call; the decode engine's largest batch
 EPILOGUE_NONE, EPILOGUE_RESIDUAL, EPILOGUE_SILU_MUL = 0, 1, 2
-
-
-@triton.jit
-def _silu(x):
-    return x / (1.0 + tl.exp(-x))
 
 
 @triton.jit
@@ -42,7 +38,7 @@ def _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, mask, stride_om,
         residual = tl.load(Residual + offs_m[:, None].to(tl.int64) * stride_rm + offs_n[None, :], mask=mask)
         y = (y.to(tl.float32) + residual.to(tl.float32)).to(out_ty)
     if EPILOGUE == 2:
-        gate = _silu(y.to(tl.float32)).to(out_ty)
+        gate = silu(y.to(tl.float32)).to(out_ty)
         y = (gate.to(tl.float32) * acc_up.to(out_ty).to(tl.float32)).to(out_ty)
     tl.store(Out + offs_m[:, None].to(tl.int64) * stride_om + offs_n[None, :], y, mask=mask)
 
