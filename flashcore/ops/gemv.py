@@ -23,7 +23,7 @@ import triton.testing
 
 from flashcore import _validate
 from flashcore.decode import sm_count
-from flashcore.ops.silu_mul import silu
+from flashcore.ops._precise import silu
 
 MAX_ROWS = 32  # batch rows per call; the decode engine's largest batch
 EPILOGUE_NONE, EPILOGUE_RESIDUAL, EPILOGUE_SILU_MUL = 0, 1, 2

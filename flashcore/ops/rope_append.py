@@ -9,14 +9,12 @@ which is the position Hugging Face gives it (``attention_mask.cumsum(-1) - 1``).
 Rounding follows ``q * cos + rotate_half(q) * sin`` in the model's dtype: each product is rounded, then the
 sum, with cos/sin tables already in that dtype (see ``rope_tables``).
 """
-import os
-
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra import libdevice
 
 from flashcore import _validate
+from flashcore.ops._precise import mul_rn
 
 
 def rope_tables(inv_freq, attention_scaling, max_positions, dtype):
@@ -39,20 +37,6 @@ def check_tables(cos, sin, head_dim):
                          f"{tuple(sin.shape)}")
 
 
-# Compiled, an fp32 product and the sum after it may be contracted into one FMA, rounded once where torch rounds
-# twice: 1 ulp apart, and an fp32 kernel that rotates would differ from one that loads what another rotated.
-# libdevice's mul_rn (mul.rn.f32) is never contracted. The interpreter has no libdevice, and numpy never contracts.
-_INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
-
-
-@triton.jit
-def _rounded_product(a, b):
-    if _INTERPRETED:
-        return a * b
-    else:
-        return libdevice.mul_rn(a, b)
-
-
 @triton.jit
 def rotate(x, partner, cos, sin, first_half):
     """x * cos + rotate_half(x) * sin, elementwise, where partner is the element half a head away (rotate_half(x)
@@ -60,8 +44,8 @@ def rotate(x, partner, cos, sin, first_half):
     rounded to x's dtype, then the sum, as torch rounds them: in every dtype, fp32 included, no product is
     contracted with the sum into one FMA."""
     ty = x.dtype
-    a = _rounded_product(x.to(tl.float32), cos).to(ty).to(tl.float32)
-    b = _rounded_product(partner.to(tl.float32), sin).to(ty).to(tl.float32)
+    a = mul_rn(x.to(tl.float32), cos).to(ty).to(tl.float32)
+    b = mul_rn(partner.to(tl.float32), sin).to(ty).to(tl.float32)
     return tl.where(first_half, a - b, a + b).to(ty)
 
 
