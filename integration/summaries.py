@@ -214,7 +214,8 @@ def _gemv_misses(results):
 
 
 def _engine_lines(results):
-    """The engine against the floor at every length, batch 8 against batch 1, the projection chain, GQA's cache."""
+    """The engine against the floor at every length, batch 8 against batch 1, the projection chain, time to first
+    token, GQA's cache."""
     lines = []
     engine = [r for r in results.get("decode", [])
               if r["path"] == "flashcore-engine" and r.get("batch", 1) == 1 and r.get("ratio_to_floor")]
@@ -239,6 +240,14 @@ def _engine_lines(results):
         lines.append(f"projection chain of one step: FlashCore {chain['flashcore_ms']:.2f} ms "
                      f"({chain['flashcore_ms'] / floor:.3f}x its floor), cuBLAS {chain['cublas_ms']:.2f} ms "
                      f"({chain['cublas_ms'] / floor:.3f}x)")
+    first_token = {}
+    for r in results.get("time_to_first_token", []):
+        first_token.setdefault(r["prompt_len"], {})[r["path"]] = r["ms"]
+    compared = {length: paths for length, paths in first_token.items() if {"flashcore-engine", "hf-sdpa"} <= set(paths)}
+    if compared:
+        lines.append("time to first token, engine against HF generate() with SDPA: " + ", ".join(
+            f"{length:,}: {paths['flashcore-engine']:.1f} ms against {paths['hf-sdpa']:.1f}"
+            for length, paths in sorted(compared.items())))
     kv = results.get("kv_cache_bytes")
     if kv:
         lines.append(f"KV cache of one {kv.get('cache_len', '')}-token sequence: {kv['gqa'] / 2**20:.0f} MiB with GQA, "

@@ -84,6 +84,16 @@ def test_engine_target_is_judged_on_its_repeat_at_the_end_too():
                                  "floor (target 1.15x)"]
 
 
+def test_time_to_first_token_is_shown_and_judged_at_8192():
+    rows = [{"prompt_len": n, "path": path, "ms": ms} for n, path, ms in
+            ((2048, "hf-sdpa", 68.9), (2048, "flashcore-engine", 49.0), (8192, "hf-sdpa", 272.9),
+             (8192, "flashcore-engine", 280.1))]
+    summary = summaries.decode_sweep({**_sweep(5.5), "time_to_first_token": rows}, check_targets=True)
+    assert "time to first token, engine against HF generate() with SDPA: 2,048: 49.0 ms against 68.9, 8,192: 280.1 " \
+        "ms against 272.9" in summary["headline"]
+    assert summary["missed"] == ["time to first token at 8192 (flashcore-engine): 280.1 ms against SDPA's 272.9 ms"]
+
+
 def test_a_decode_attention_miss_shows_both_spreads():
     """A row timed side by side records each timing's 10th and 90th percentiles; a miss quotes them, so a reader
     tells a tie within the spread from a loss beyond it."""
