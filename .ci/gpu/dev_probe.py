@@ -21,7 +21,8 @@ calls, beside do_bench's flushed median), plan_host (a planned decode call's hos
 commit's decode.py, carried as .probe/decode_before.py, and SDPA), single (decode with one split, which writes the
 output itself: in a graph, from Python, and the engine with its split count capped), prefill_ops (the prefill's
 fused RMSNorm and SiLU·mul against the torch ops, then time to first token against the previous commit's prefill,
-carried as .probe/step_before.py, and HF SDPA).
+carried as .probe/step_before.py, and HF SDPA), silu (the engine with the gate/up GEMV's libdevice silu against
+the previous fast one: .probe/gemv_before.py is `git show 5fffe6c:flashcore/ops/gemv.py`).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -867,6 +868,16 @@ if "prefill_ops" in parts:
     runner_module.prefill = prefill_now
     del engine, model
     release()
+
+if "silu" in parts:
+    # The gate/up GEMV's epilogue silu through libdevice's expf and IEEE division (50ca5c3) against Triton's exp and
+    # fast division (the GEMV of 5fffe6c, carried as .probe/gemv_before.py): the engine A/B, alternated twice
+    import flashcore.engine.step as step_module
+    gemv_before = load_carried("gemv_before", ".probe/gemv_before.py")
+    gemv_now = step_module.gemv
+    engine_alternated("silu", {"libdevice silu": lambda: setattr(step_module, "gemv", gemv_now),
+                               "fast silu (before)": lambda: setattr(step_module, "gemv", gemv_before.gemv)})
+    step_module.gemv = gemv_now
 
 if {"chain", "engine", "profile", "compile"} & set(parts):
     model = llama31_8b(dtype=torch.float16)
