@@ -1,5 +1,6 @@
-"""The bad-input catalogue of flashcore's public API: misuses of the kernels, KVCache and attention_with_kv_cache,
-each of which must fail with a clear error instead of crashing, hanging or writing out of bounds.
+"""The bad-input catalogue of flashcore's public API: misuses of the attention kernels, the engine's other kernels
+(flashcore.ops), KVCache and attention_with_kv_cache, each of which must fail with a clear error instead of
+crashing, hanging or writing out of bounds.
 
 A misuse is (case, call, word). It is judged clear when the call raises a ValueError, TypeError or RuntimeError
 whose message contains `word` (the argument or problem at fault). The list is device-aware: bf16 is a misuse
@@ -11,7 +12,11 @@ import torch
 from flashcore import _validate
 from flashcore.api import attention_with_kv_cache
 from flashcore.cache import KVCache
-from flashcore.decode import decode_attention, num_splits
+from flashcore.decode import decode_attention, num_splits, rope_decode_attention
+from flashcore.ops.gemv import gemv
+from flashcore.ops.rms_norm import rms_norm
+from flashcore.ops.rope_append import rope_append
+from flashcore.ops.silu_mul import silu_mul
 from flashcore.prefill import prefill_attention
 
 CLEAR_ERRORS = (ValueError, TypeError, RuntimeError)
@@ -82,6 +87,65 @@ def kernel_misuses(device):
     return misuses
 
 
+def ops_misuses(device):
+    """Misuses of flashcore.ops (gemv, rms_norm, silu_mul, rope_append) and rope_decode_attention."""
+    def t(*shape, dtype=torch.float16):
+        return _randn(*shape, device=device, dtype=dtype)
+
+    x, w, g = t(2, 64), t(32, 64), t(64)
+    qkv, cos, cache = t(1, 4 * 16), t(8, 8), t(1, 1, 4, 16)  # 2 query heads and 1 KV head of 16
+    lens = torch.tensor([2], dtype=torch.int32, device=device)
+    tokens, q_out = t(1, 3, 4 * 16), t(1, 3, 2, 16)
+
+    def rope_decode(qkv=qkv, cos=cos, kv_lens=lens):
+        return rope_decode_attention(qkv, cos, cos, cache, cache.clone(), kv_lens=kv_lens)
+
+    def append(cos=cos, q_out=q_out, write_pos=lens):
+        return rope_append(tokens, cos, cos, cache, cache.clone(), write_pos, q_out=q_out)
+
+    return [
+        ("gemv 33 rows", lambda: gemv(t(33, 64), w), "rows"),
+        ("gemv weight of another width", lambda: gemv(x, t(32, 65)), "columns"),
+        ("gemv weight dtype differs", lambda: gemv(x, w.float()), "dtype"),
+        ("gemv unknown activation", lambda: gemv(x, w, activation="gelu"), "activation"),
+        ("gemv silu_mul with an odd row count", lambda: gemv(x, w[:31], activation="silu_mul"), "even"),
+        ("gemv residual of the wrong shape", lambda: gemv(x, w, residual=t(2, 31)), "residual"),
+        ("gemv norm_weight of the wrong length", lambda: gemv(x, w, norm_weight=t(63)), "norm_weight"),
+        ("gemv weight rows not contiguous", lambda: gemv(x, w[:, ::2]), "weight"),
+        ("gemv SPLIT_K 3", lambda: gemv(x, w, config=(16, 64, 3)), "SPLIT_K"),
+        ("gemv config of four values", lambda: gemv(x, w, config=(16, 64, 1, 4)), "config"),
+        ("rms_norm x of rank 1", lambda: rms_norm(g, g, 1e-5), "x"),
+        ("rms_norm x a list", lambda: rms_norm(x.tolist(), g, 1e-5), "x must be a torch.Tensor"),
+        ("rms_norm add a list", lambda: rms_norm(x, g, 1e-5, add=x.tolist()), "add must be a torch.Tensor"),
+        ("rms_norm weight of the wrong length", lambda: rms_norm(x, g[:63], 1e-5), "weight"),
+        ("rms_norm weight dtype differs", lambda: rms_norm(x, g.float(), 1e-5), "weight"),
+        ("rms_norm eps negative", lambda: rms_norm(x, g, -1.0), "eps"),
+        ("rms_norm eps a string", lambda: rms_norm(x, g, "1e-5"), "eps"),
+        ("rms_norm add of another shape", lambda: rms_norm(x, g, 1e-5, add=x[:1]), "add"),
+        ("rms_norm add dtype differs", lambda: rms_norm(x, g, 1e-5, add=x.float()), "add"),
+        ("rms_norm out of another shape", lambda: rms_norm(x, g, 1e-5, out=x[:, :32]), "out"),
+        ("rms_norm x rows not contiguous", lambda: rms_norm(x[:, ::2], g[:32], 1e-5), "x"),
+        ("rms_norm x that no view flattens", lambda: rms_norm(t(2, 2, 64).transpose(0, 1)[:, :, ::2], g[:32], 1e-5),
+         "x"),
+        ("rms_norm on the meta device", lambda: rms_norm(x.to("meta"), g.to("meta"), 1e-5), "meta"),
+        ("silu_mul gate_up of rank 1", lambda: silu_mul(g), "gate_up"),
+        ("silu_mul odd width", lambda: silu_mul(x[:, :63]), "even"),
+        ("silu_mul out of the input's shape", lambda: silu_mul(x, out=x), "out"),
+        ("silu_mul out dtype differs", lambda: silu_mul(x, out=x[:, :32].float()), "out"),
+        ("silu_mul integer input", lambda: silu_mul(x.int()), "dtype"),
+        ("rope_append cos a list", lambda: append(cos=cos.tolist()), "cos"),
+        ("rope_append q_out of the wrong shape", lambda: append(q_out=q_out[:, :2]), "q_out"),
+        ("rope_append write_pos int64", lambda: append(write_pos=lens.long()), "write_pos"),
+        ("rope_decode without kv_lens", lambda: rope_decode(kv_lens=None), "kv_lens"),
+        ("rope_decode qkv width not (Hq + 2 Hkv) D", lambda: rope_decode(qkv=qkv[:, :40]), "qkv"),
+        ("rope_decode qkv of rank 3", lambda: rope_decode(qkv=qkv[:, None]), "qkv"),
+        ("rope_decode cos of the wrong width", lambda: rope_decode(cos=cos[:, :4]), "cos"),
+        ("rope_decode cos dtype differs", lambda: rope_decode(cos=cos.float()), "cos"),
+        ("rope_decode cache without head_dim", lambda: rope_decode_attention(
+            qkv, cos, cos, cache[..., :0], cache[..., :0], kv_lens=lens), "head_dim"),
+    ]
+
+
 def cache_misuses(device):
     """Misuses of KVCache: construction with bad sizes or lengths, and appends that do not fit."""
     def t(*shape, dtype=torch.float16, requires_grad=False):
@@ -136,7 +200,7 @@ def api_misuses(device):
 
 def bad_input_calls(device):
     """Every misuse of flashcore's public API, for this device."""
-    return kernel_misuses(device) + cache_misuses(device) + api_misuses(device)
+    return kernel_misuses(device) + ops_misuses(device) + cache_misuses(device) + api_misuses(device)
 
 
 def judge(misuses):

@@ -63,33 +63,6 @@ def test_silu_mul_matches_act_fn_times_up(dtype, width, device):
     _assert_rounded_alike(out, F.silu(gate) * up, dtype)
 
 
-def test_bad_inputs_name_the_argument(device):
-    x = _randn(4, 64, dtype=torch.float16, device=device)
-    w = _randn(64, dtype=torch.float16, device=device)
-    cases = [
-        (lambda: rms_norm(x[0], w, 1e-5), "x"),
-        (lambda: rms_norm(x.tolist(), w, 1e-5), "x"),
-        (lambda: rms_norm(x, w[:63], 1e-5), "weight"),
-        (lambda: rms_norm(x, w.float(), 1e-5), "weight"),
-        (lambda: rms_norm(x, w, -1.0), "eps"),
-        (lambda: rms_norm(x, w, "1e-5"), "eps"),
-        (lambda: rms_norm(x, w, 1e-5, add=x[:3]), "add"),
-        (lambda: rms_norm(x, w, 1e-5, add=x.float()), "add"),
-        (lambda: rms_norm(x, w, 1e-5, out=x[:, :32]), "out"),
-        (lambda: rms_norm(x[:, ::2], w[:32], 1e-5), "x"),
-        (lambda: rms_norm(x.view(2, 2, 64).transpose(0, 1)[:, :, ::2], w[:32], 1e-5), "x"),
-        (lambda: rms_norm(x.to("meta"), w.to("meta"), 1e-5), "meta"),
-        (lambda: silu_mul(x[0]), "gate_up"),
-        (lambda: silu_mul(x[:, :63]), "even"),
-        (lambda: silu_mul(x, out=x), "out"),
-        (lambda: silu_mul(x, out=x[:, :32].float()), "out"),
-        (lambda: silu_mul(x.int()), "dtype"),
-    ]
-    for call, word in cases:
-        with pytest.raises((ValueError, TypeError), match=word):
-            call()
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_silu_mul_on_cuda_is_torch_bit_for_bit(dtype, device):

@@ -55,13 +55,3 @@ def test_rows_past_the_cache_are_never_written(device):
     rope_append(qkv, cos, sin, cache[:, :1], cache[:, :1], torch.tensor([2], dtype=torch.int32, device=device),
                 q_out=q_out)
     assert cache[0, 0, 2:].eq(1).all() and not cache[0, 0, :2].any() and not cache[1].any()
-
-
-def test_tables_that_are_not_tensors_are_refused(device):
-    cache = torch.zeros(1, 1, 4, 16, dtype=torch.float16, device=device)
-    qkv = torch.ones(1, 1, 3 * 16, dtype=torch.float16, device=device)
-    q_out = torch.empty(1, 1, 1, 16, dtype=torch.float16, device=device)
-    table = torch.ones(8, 8, dtype=torch.float16, device=device)
-    with pytest.raises(TypeError, match="cos must be a torch.Tensor"):
-        rope_append(qkv, table.tolist(), table, cache, cache.clone(), torch.zeros(1, dtype=torch.int32,
-                                                                                  device=device), q_out=q_out)

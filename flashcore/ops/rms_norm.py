@@ -42,9 +42,10 @@ def rms_norm(x, weight, eps, *, add=None, out=None):
     a decoder layer's residual stream h = h + delta followed by its norm. out: optional output like x (new
     otherwise). x, add and out need stride 1 along hidden; leading dimensions may be any view that flattens.
     """
-    if not isinstance(x, torch.Tensor) or x.dim() < 2:
-        raise ValueError(f"x must be a tensor of shape [..., hidden] (rank 2 or more), got "
-                         f"{getattr(x, 'shape', type(x).__name__)}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(f"x must have shape [..., hidden] (rank 2 or more), got {tuple(x.shape)}")
     hidden = x.shape[-1]
     _validate.check_positive_int("hidden (x's last dimension)", hidden, maximum=MAX_HIDDEN)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
@@ -57,9 +58,10 @@ def rms_norm(x, weight, eps, *, add=None, out=None):
     for name, t in (("x", x), ("add", add), ("out", out)):
         if t is None:
             continue
-        if not isinstance(t, torch.Tensor) or t.shape != x.shape:
-            raise ValueError(f"{name} must be a tensor of x's shape {tuple(x.shape)}, got "
-                             f"{getattr(t, 'shape', type(t).__name__)}")
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.shape != x.shape:
+            raise ValueError(f"{name} must have x's shape {tuple(x.shape)}, got {tuple(t.shape)}")
         rows[name] = _validate.rows_view(name, t)
         _validate.check_matrix(name, rows[name])
         _validate.check_same(name, t, "x", x)

@@ -34,17 +34,20 @@ def silu_mul(gate_up, *, out=None):
     out: optional output [..., I] (new otherwise). gate_up and out need stride 1 along their last dimension;
     leading dimensions may be any view that flattens.
     """
-    if not isinstance(gate_up, torch.Tensor) or gate_up.dim() < 2:
-        raise ValueError(f"gate_up must be a tensor of shape [..., 2*intermediate] (rank 2 or more), got "
-                         f"{getattr(gate_up, 'shape', type(gate_up).__name__)}")
+    if not isinstance(gate_up, torch.Tensor):
+        raise TypeError(f"gate_up must be a torch.Tensor, got {type(gate_up).__name__}")
+    if gate_up.dim() < 2:
+        raise ValueError(f"gate_up must have shape [..., 2*intermediate] (rank 2 or more), got {tuple(gate_up.shape)}")
     if gate_up.shape[-1] % 2:
         raise ValueError(f"gate_up's last dimension must hold [gate | up] (an even width), got {gate_up.shape[-1]}")
     width = gate_up.shape[-1] // 2
     shape = (*gate_up.shape[:-1], width)
     if out is None:
         out = torch.empty(shape, dtype=gate_up.dtype, device=gate_up.device)
-    elif not isinstance(out, torch.Tensor) or tuple(out.shape) != shape:
-        raise ValueError(f"out must be a tensor of shape {shape}, got {getattr(out, 'shape', type(out).__name__)}")
+    elif not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
+    elif tuple(out.shape) != shape:
+        raise ValueError(f"out must have shape {shape}, got {tuple(out.shape)}")
     rows = {}
     for name, t in (("gate_up", gate_up), ("out", out)):
         rows[name] = _validate.rows_view(name, t)
