@@ -6,7 +6,8 @@ tokens of the 8B shape that is about 1.2 GB of traffic a norm, where reading h a
 writing h and the normalised rows moves 0.26 GB.
 
 Rounded as those ops round: the sum in x's dtype, fp32 statistics, x·rstd rounded to x's dtype, times the weight,
-rounded again. Only the order of the fp32 sum of squares differs from torch's.
+rounded again. The order of the fp32 sum of squares (and rsqrt's last bit) may differ from torch's: on an H200,
+99.998% of fp16 outputs are torch's bit for bit at 8192x4096, the rest one unit apart (probe run33).
 """
 import torch
 import triton
