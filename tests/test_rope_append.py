@@ -7,11 +7,12 @@ from integration.models import tiny_llama_config
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
-def test_matches_hugging_face_rotary_and_writes_the_cache_rows(dtype, device):
+@pytest.mark.parametrize("q_heads, kv_heads", [(4, 2), (9, 3)])  # SmolLM2's 9:3 pads both head tiles
+def test_matches_hugging_face_rotary_and_writes_the_cache_rows(dtype, q_heads, kv_heads, device):
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
     config = tiny_llama_config()
-    q_heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    head_dim = config.head_dim
     rotary = LlamaRotaryEmbedding(config).to(device)
     cos_table, sin_table = rope_tables(rotary.inv_freq, rotary.attention_scaling, 64, dtype)
     batch, new, max_len = 2, 5, 32

@@ -22,7 +22,9 @@ commit's decode.py, carried as .probe/decode_before.py, and SDPA), single (decod
 output itself: in a graph, from Python, and the engine with its split count capped), prefill_ops (the prefill's
 fused RMSNorm and SiLU·mul against the torch ops, then time to first token against the previous commit's prefill,
 carried as .probe/step_before.py, and HF SDPA), silu (the engine with the gate/up GEMV's libdevice silu against
-the previous fast one: .probe/gemv_before.py is `git show 5fffe6c:flashcore/ops/gemv.py`).
+the previous fast one: .probe/gemv_before.py is `git show 5fffe6c:flashcore/ops/gemv.py`), rope_prefill
+(rope_append with one program a token against one a (token, head): .probe/rope_append_before.py is
+`git show 7b3deb2:flashcore/ops/rope_append.py`; bits, time, then time to first token).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -866,6 +868,68 @@ if "prefill_ops" in parts:
         log("ttft", ttft[-1])
         save()
     runner_module.prefill = prefill_now
+    del engine, model
+    release()
+
+if "rope_prefill" in parts:
+    # rope_append with one program a token (all heads) against one a (token, head), the kernel before, carried as
+    # .probe/rope_append_before.py: bits and time at a 4096-token chunk of the 8B shape, then time to first token
+    # with each in the engine's prefill beside HF SDPA, in turns
+    import flashcore.engine.step as step_module
+    from flashcore.ops.rope_append import rope_tables
+    from integration.llama_flashcore import attention_implementation
+    from integration.timing import time_side_by_side_ms
+    before = load_carried("rope_append_before", ".probe/rope_append_before.py")
+    now = step_module.rope_append
+    kernels = results["rope_prefill"] = []
+    for dtype in (torch.float16, torch.bfloat16):
+        tokens, q_heads, kv_heads, head_dim = 4096, 32, 8, 128
+        cos, sin = rope_tables(1.0 / (500000 ** (torch.arange(0, head_dim, 2, device="cuda") / head_dim)), 1.0,
+                               32768, dtype)
+        qkv = torch.randn(1, tokens, (q_heads + 2 * kv_heads) * head_dim, device="cuda", dtype=dtype)
+        write_pos = torch.tensor([1000], dtype=torch.int32, device="cuda")
+        outs = {}
+        for name, fn in (("before", before.rope_append), ("now", now)):
+            cache = torch.zeros(2, 1, kv_heads, 8192, head_dim, device="cuda", dtype=dtype)
+            q_out = torch.empty(1, tokens, q_heads, head_dim, device="cuda", dtype=dtype)
+            fn(qkv, cos, sin, cache[0], cache[1], write_pos, q_out=q_out)
+            outs[name] = (q_out, cache)
+        same = all(torch.equal(a, b) for a, b in zip(outs["before"], outs["now"]))
+        q_out, cache = outs["now"]
+        times = time_side_by_side_ms({
+            name: (lambda fn=fn: fn(qkv, cos, sin, cache[0], cache[1], write_pos, q_out=q_out))
+            for name, fn in (("before", before.rope_append), ("now", now))}, repeats=30)
+        row = {"dtype": str(dtype), "bitwise_equal": same, **{f"{k}_us": t["ms"] * 1e3 for k, t in times.items()}}
+        # bytes: the qkv rows in, the rotated queries and the cache rows out
+        row["now_TBps"] = 2 * qkv.numel() * qkv.element_size() / (row["now_us"] * 1e6)
+        kernels.append(row)
+        log("rope prefill", row)
+        save()
+    release()
+    model = llama31_8b(dtype=torch.float16)
+    engine = FlashCoreEngine(model, max_batch_size=1, max_seq_len=32768 + 8)
+    ttft = results["rope_prefill_ttft"] = []
+    for prompt_len in (2048, 8192, 32768):
+        ids = torch.randint(0, 128000, (1, prompt_len), device="cuda")
+
+        def engine_with(rope_fn):
+            def run():
+                step_module.rope_append = rope_fn
+                return engine.generate(ids, max_new_tokens=1)
+            return run
+
+        def hf():
+            with attention_implementation(model, "sdpa"):
+                return model.generate(ids, max_new_tokens=1, do_sample=False)
+
+        firsts = {"before": engine_with(before.rope_append)()[0, -1].item(), "now": engine_with(now)()[0, -1].item()}
+        times = time_side_by_side_ms({"engine, rope before": engine_with(before.rope_append),
+                                      "engine, rope now": engine_with(now), "hf-sdpa": hf}, repeats=4, warmup=1)
+        ttft.append({"prompt_len": prompt_len, "first_tokens": firsts,
+                     **{name: {k: round(v, 2) for k, v in t.items()} for name, t in times.items()}})
+        log("ttft", ttft[-1])
+        save()
+    step_module.rope_append = now
     del engine, model
     release()
 
