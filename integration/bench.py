@@ -21,7 +21,7 @@ import torch
 from flashcore.engine.runner import capture_cuda_graph
 from integration.engine import FlashCoreEngine
 from integration.llama_flashcore import attention_implementation
-from integration.timing import stats_ms, time_calls_ms, time_side_by_side_ms
+from integration.timing import time_calls_ms, time_side_by_side_ms
 
 
 def streamed_weight_bytes(model):
