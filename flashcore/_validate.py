@@ -228,6 +228,15 @@ def check_scale(scale, head_dim):
     return float(scale)
 
 
+def check_eps(eps):
+    """A norm's epsilon: a finite number >= 0 (a bool is not one). Returns it as a float."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"eps must be a float, got {type(eps).__name__}")
+    if not 0 <= eps < float("inf"):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+    return float(eps)
+
+
 def check_out(out, shape, dtype, device):
     if out is None:
         return

@@ -34,7 +34,9 @@ def test_rms_norm_matches_llama_rms_norm_and_adds_in_place(dtype, hidden, device
     delta = _randn(2, 9, hidden, dtype=dtype, device=device)
     weight = _randn(hidden, dtype=dtype, device=device)
     expected_h = h + delta
-    _assert_rounded_alike(rms_norm(h.clone(), weight, 1e-5), torch_rms_norm(h, weight, 1e-5), dtype)
+    out = torch.full_like(h, float("nan"))
+    assert rms_norm(h.clone(), weight, 1e-5, out=out) is out
+    _assert_rounded_alike(out, torch_rms_norm(h, weight, 1e-5), dtype)
     got = rms_norm(h, weight, 1e-5, add=delta)
     assert torch.equal(h, expected_h), "the residual add is not x + add, in place"
     _assert_rounded_alike(got, torch_rms_norm(expected_h, weight, 1e-5), dtype)

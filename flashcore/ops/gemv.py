@@ -320,6 +320,7 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         if n % 2:
             raise ValueError(f"activation='silu_mul' needs weight rows [gate; up] (an even count), got {n}")
         n //= 2
+    eps = _validate.check_eps(eps)
     if norm_weight is not None:
         _validate.check_vector("norm_weight", norm_weight, k)
         _validate.check_same("norm_weight", norm_weight, "x", x)
@@ -349,7 +350,7 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         M=rows, N=n, K=k,
         stride_xm=x.stride(0), stride_xk=x.stride(1), stride_wn=weight.stride(0), stride_om=out.stride(0),
         stride_rm=residual.stride(0) if residual is not None else 0,
-        eps=float(eps), M_PAD=m_pad, HAS_NORM=norm_weight is not None, EPILOGUE=epilogue, USE_DOT=use_dot,
+        eps=eps, M_PAD=m_pad, HAS_NORM=norm_weight is not None, EPILOGUE=epilogue, USE_DOT=use_dot,
     )
     if config is None and PERSISTENT_ROW and rows == 1 and x.element_size() == 2 and k <= ROW_MAX_K \
             and norm_weight is not None:

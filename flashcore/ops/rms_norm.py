@@ -49,8 +49,7 @@ def rms_norm(x, weight, eps, *, add=None, out=None):
         raise ValueError(f"x must have shape [..., hidden] (rank 2 or more), got {tuple(x.shape)}")
     hidden = x.shape[-1]
     _validate.check_positive_int("hidden (x's last dimension)", hidden, maximum=MAX_HIDDEN)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-        raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+    eps = _validate.check_eps(eps)
     _validate.check_vector("weight", weight, hidden)
     _validate.check_same("weight", weight, "x", x)
     if out is None:
@@ -72,6 +71,6 @@ def rms_norm(x, weight, eps, *, add=None, out=None):
     _rms_norm_kernel[(rows["x"].shape[0],)](
         rows["x"], rows.get("add"), weight, rows["out"],
         rows["x"].stride(0), rows["add"].stride(0) if add is not None else 0, rows["out"].stride(0),
-        hidden, float(eps), BLOCK_D=block_d, HAS_ADD=add is not None, num_warps=min(16, max(1, block_d // 512)),
+        hidden, eps, BLOCK_D=block_d, HAS_ADD=add is not None, num_warps=min(16, max(1, block_d // 512)),
     )
     return out
