@@ -267,16 +267,19 @@ def check_matrix(name, t, shape=None, contiguous_rows=True):
                          f"{t.stride()}")
 
 
-def rows_view(name, t):
-    """t [..., n] (rank 2 or more) as a matrix of rows sharing its memory: a 2D tensor as it is (any strides),
-    more dimensions flattened where a view can do it."""
-    if t.dim() == 2:
-        return t
-    try:
-        return t.view(-1, t.shape[-1])
-    except RuntimeError:
-        raise ValueError(f"{name} of shape {tuple(t.shape)} and strides {t.stride()} cannot be viewed as rows "
-                         "without a copy") from None
+def check_rows(name, t, ref_name, ref):
+    """t [..., n] (rank 2 or more), with ref's dtype and device, as a matrix of contiguous rows sharing its memory:
+    a 2D tensor as it is, more dimensions flattened where a view can do it. Returns that matrix."""
+    rows = t
+    if t.dim() != 2:
+        try:
+            rows = t.view(-1, t.shape[-1])
+        except RuntimeError:
+            raise ValueError(f"{name} of shape {tuple(t.shape)} and strides {t.stride()} cannot be viewed as rows "
+                             "without a copy") from None
+    check_matrix(name, rows)
+    check_same(name, t, ref_name, ref)
+    return rows
 
 
 def check_vector(name, t, length):

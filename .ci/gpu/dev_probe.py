@@ -96,6 +96,41 @@ def engine_alternated(label, variants, cache_lens=(512, 2048), repeats=2):
     return rows
 
 
+def ttft_alternated(label, variants, prompt_lens=(2048, 8192, 32768), repeats=4):
+    """Time to first token of the 8B engine under each variant (name -> a function that puts it in place) and of
+    HF generate() with SDPA, all in turns, at each prompt length; rows with each one's first token go to
+    results[f"{label}_ttft"], saved as they come. The caller restores its defaults afterwards."""
+    from integration.llama_flashcore import attention_implementation
+    from integration.timing import time_side_by_side_ms
+    model = llama31_8b(dtype=torch.float16)
+    engine = FlashCoreEngine(model, max_batch_size=1, max_seq_len=max(prompt_lens) + 8)
+    rows = results[f"{label}_ttft"] = []
+    for prompt_len in prompt_lens:
+        ids = torch.randint(0, 128000, (1, prompt_len), device="cuda")
+
+        def engine_with(put_in_place):
+            def run():
+                put_in_place()
+                return engine.generate(ids, max_new_tokens=1)
+            return run
+
+        def hf():
+            with attention_implementation(model, "sdpa"):
+                return model.generate(ids, max_new_tokens=1, do_sample=False)
+
+        runs = {f"engine, {name}": engine_with(put_in_place) for name, put_in_place in variants.items()}
+        runs["hf-sdpa"] = hf
+        firsts = {name: run()[0, -1].item() for name, run in runs.items()}
+        times = time_side_by_side_ms(runs, repeats=repeats, warmup=1)
+        rows.append({"prompt_len": prompt_len, "first_tokens": firsts,
+                     **{name: {k: round(v, 2) for k, v in t.items()} for name, t in times.items()}})
+        log(f"{label} ttft", rows[-1])
+        save()
+    del engine, model
+    release()
+    return rows
+
+
 def decode_grid(cache_lens, block_ns, splits_options):
     """Decode attention in a graph over rotated caches (batch 1) for every V-load placement, block size and split
     count; the module's defaults are restored afterwards."""
@@ -804,7 +839,6 @@ if "prefill_ops" in parts:
     from flashcore.ops.rms_norm import rms_norm
     from flashcore.ops.silu_mul import silu_mul
     import flashcore.engine.runner as runner_module
-    from integration.llama_flashcore import attention_implementation
     from integration.timing import time_side_by_side_ms
     tokens, hidden, inter = 8192, 4096, 14336
     kernels = results["prefill_ops"] = []
@@ -840,36 +874,12 @@ if "prefill_ops" in parts:
         save()
         del h, delta, gate_up, summed, fused_h, normed, act, gate, up, scratch
     release()
-    model = llama31_8b(dtype=torch.float16)
-    engine = FlashCoreEngine(model, max_batch_size=1, max_seq_len=32768 + 8)
     step_before = load_carried("step_before", ".probe/step_before.py")
     prefill_now = runner_module.prefill
-    ttft = results["prefill_ops_ttft"] = []
-    for prompt_len in (2048, 8192, 32768):
-        ids = torch.randint(0, 128000, (1, prompt_len), device="cuda")
-
-        def engine_with(prefill_fn):
-            def run():
-                runner_module.prefill = prefill_fn
-                return engine.generate(ids, max_new_tokens=1)
-            return run
-
-        def hf():
-            with attention_implementation(model, "sdpa"):
-                return model.generate(ids, max_new_tokens=1, do_sample=False)
-
-        firsts = {"torch ops (before)": engine_with(step_before.prefill)()[0, -1].item(),
-                  "fused (now)": engine_with(prefill_now)()[0, -1].item(), "hf-sdpa": hf()[0, -1].item()}
-        times = time_side_by_side_ms({"engine, torch ops (before)": engine_with(step_before.prefill),
-                                      "engine, fused (now)": engine_with(prefill_now), "hf-sdpa": hf},
-                                     repeats=4, warmup=1)
-        ttft.append({"prompt_len": prompt_len, "first_tokens": firsts,
-                     **{name: {k: round(v, 2) for k, v in t.items()} for name, t in times.items()}})
-        log("ttft", ttft[-1])
-        save()
+    ttft_alternated("prefill_ops", {
+        "torch ops (before)": lambda: setattr(runner_module, "prefill", step_before.prefill),
+        "fused (now)": lambda: setattr(runner_module, "prefill", prefill_now)})
     runner_module.prefill = prefill_now
-    del engine, model
-    release()
 
 if "rope_prefill" in parts:
     # rope_append with one program a token (all heads) against one a (token, head), the kernel before, carried as
@@ -877,7 +887,6 @@ if "rope_prefill" in parts:
     # with each in the engine's prefill beside HF SDPA, in turns
     import flashcore.engine.step as step_module
     from flashcore.ops.rope_append import rope_tables
-    from integration.llama_flashcore import attention_implementation
     from integration.timing import time_side_by_side_ms
     before = load_carried("rope_append_before", ".probe/rope_append_before.py")
     now = step_module.rope_append
@@ -906,32 +915,9 @@ if "rope_prefill" in parts:
         log("rope prefill", row)
         save()
     release()
-    model = llama31_8b(dtype=torch.float16)
-    engine = FlashCoreEngine(model, max_batch_size=1, max_seq_len=32768 + 8)
-    ttft = results["rope_prefill_ttft"] = []
-    for prompt_len in (2048, 8192, 32768):
-        ids = torch.randint(0, 128000, (1, prompt_len), device="cuda")
-
-        def engine_with(rope_fn):
-            def run():
-                step_module.rope_append = rope_fn
-                return engine.generate(ids, max_new_tokens=1)
-            return run
-
-        def hf():
-            with attention_implementation(model, "sdpa"):
-                return model.generate(ids, max_new_tokens=1, do_sample=False)
-
-        firsts = {"before": engine_with(before.rope_append)()[0, -1].item(), "now": engine_with(now)()[0, -1].item()}
-        times = time_side_by_side_ms({"engine, rope before": engine_with(before.rope_append),
-                                      "engine, rope now": engine_with(now), "hf-sdpa": hf}, repeats=4, warmup=1)
-        ttft.append({"prompt_len": prompt_len, "first_tokens": firsts,
-                     **{name: {k: round(v, 2) for k, v in t.items()} for name, t in times.items()}})
-        log("ttft", ttft[-1])
-        save()
+    ttft_alternated("rope_prefill", {"rope before": lambda: setattr(step_module, "rope_append", before.rope_append),
+                                     "rope now": lambda: setattr(step_module, "rope_append", now)})
     step_module.rope_append = now
-    del engine, model
-    release()
 
 if "silu" in parts:
     # The gate/up GEMV's epilogue silu through libdevice's expf and IEEE division (50ca5c3) against Triton's exp and

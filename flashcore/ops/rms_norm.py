@@ -62,9 +62,7 @@ def rms_norm(x, weight, eps, *, add=None, out=None):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.shape != x.shape:
             raise ValueError(f"{name} must have x's shape {tuple(x.shape)}, got {tuple(t.shape)}")
-        rows[name] = _validate.rows_view(name, t)
-        _validate.check_matrix(name, rows[name])
-        _validate.check_same(name, t, "x", x)
+        rows[name] = _validate.check_rows(name, t, "x", x)
     if rows["x"].shape[0] == 0:
         return out
     block_d = triton.next_power_of_2(hidden)

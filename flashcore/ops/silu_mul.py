@@ -48,11 +48,7 @@ def silu_mul(gate_up, *, out=None):
         raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
     elif tuple(out.shape) != shape:
         raise ValueError(f"out must have shape {shape}, got {tuple(out.shape)}")
-    rows = {}
-    for name, t in (("gate_up", gate_up), ("out", out)):
-        rows[name] = _validate.rows_view(name, t)
-        _validate.check_matrix(name, rows[name])
-        _validate.check_same(name, t, "gate_up", gate_up)
+    rows = {name: _validate.check_rows(name, t, "gate_up", gate_up) for name, t in (("gate_up", gate_up), ("out", out))}
     if rows["gate_up"].shape[0] == 0 or width == 0:
         return out
     grid = (rows["gate_up"].shape[0], triton.cdiv(width, BLOCK))
