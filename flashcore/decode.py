@@ -31,6 +31,10 @@ DECODE_BLOCK_N = 64
 # where it should help. Measured: on the H100 the kernel alone unchanged and the engine 0.1-0.4% faster, within the
 # spread (dev_probe.py short); on the H200 the engine no faster (run28, dev_probe.py flags). Left off.
 DECODE_LOAD_V_WITH_K = False
+# The split that owns the new row's block (rope_decode_attention) folds that block in after its loop, outside the
+# pipeliner: loading its V beside its K saves one memory round trip on that split's path, which every layer waits
+# for (the merge needs every split).
+OWNER_LOAD_V_WITH_K = True
 MAX_SPLITS = 64
 # Called from Python, a decode step at a short cache is bound by the host's time, not the device's: there the default
 # is one split, which writes the output itself (one launch, no merge). Measured on the H200 at 512 (probe run31):
@@ -68,7 +72,8 @@ def _decode_split_kernel(
     GROUP_SIZE: tl.constexpr, BLOCK_H: tl.constexpr,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr, ROPE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr, OWNER_LOAD_V_WITH_K: tl.constexpr,
+    ROPE: tl.constexpr,
 ):
     tl.static_assert(BLOCK_H >= GROUP_SIZE)
     tl.static_assert(HAS_KV_LENS or not ROPE)
@@ -156,11 +161,15 @@ def _decode_split_kernel(
             is_new = cols == new_row
             kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                          mask=col_ok[None, :] & mask_d[:, None], other=0.0)
+            v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
+            v_mask = col_ok[:, None] & mask_d[None, :]
+            if OWNER_LOAD_V_WITH_K:
+                v = tl.load(v_ptrs, mask=v_mask, other=0.0)
             kt = tl.where(is_new[None, :], k_new[:, None], kt)
             m_i, l_i, p, alpha = softmax_step(q, m_i, l_i, kt, col_ok[None, :], qk_scale_log2, DOT_PRECISION,
                                               MASKED=True)
-            v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                        mask=col_ok[:, None] & mask_d[None, :], other=0.0)
+            if not OWNER_LOAD_V_WITH_K:
+                v = tl.load(v_ptrs, mask=v_mask, other=0.0)
             v = tl.where(is_new[:, None], v_new[None, :], v)
             acc = accumulate(acc, alpha, p, v, DOT_PRECISION)
 
@@ -363,10 +372,11 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
                      key.stride(0), key.stride(1), key.stride(2), key.stride(3),
                      value.stride(0), value.stride(1), value.stride(2), value.stride(3),
                      0 if cos is None else cos.stride(0), *out_strides)
-    block_n, load_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K
+    block_n, load_v_with_k, owner_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K, OWNER_LOAD_V_WITH_K
     stride_key = int_key(split_strides)
     split_key = None if stride_key is None else (
-        query.dtype, out.dtype, group, head_dim, block_n, load_v_with_k, kv_lens is not None, kv_start is not None,
+        query.dtype, out.dtype, group, head_dim, block_n, load_v_with_k, owner_v_with_k, kv_lens is not None,
+        kv_start is not None,
         rope is not None, stride_key,
         pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start),
         pointer_key(cos), pointer_key(sin), pointer_key(out))
@@ -380,7 +390,7 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
                      HEAD_DIM_PADDED=head_dim_padded, BLOCK_N=block_n, HAS_KV_LENS=kv_lens is not None,
                      HAS_KV_START=kv_start is not None,
                      DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # tf32: unused for 16-bit
-                     LOAD_V_WITH_K=load_v_with_k, ROPE=rope is not None,
+                     LOAD_V_WITH_K=load_v_with_k, OWNER_LOAD_V_WITH_K=owner_v_with_k, ROPE=rope is not None,
                      num_warps=4, num_stages=3 if on_gpu else 1))
     merge_key = merge_ints = None
     if not single_split:

@@ -24,7 +24,8 @@ fused RMSNorm and SiLU·mul against the torch ops, then time to first token agai
 carried as .probe/step_before.py, and HF SDPA), silu (the engine with the gate/up GEMV's libdevice silu against
 the previous fast one: .probe/gemv_before.py is `git show 5fffe6c:flashcore/ops/gemv.py`), rope_prefill
 (rope_append with one program a token against one a (token, head): .probe/rope_append_before.py is
-`git show 7b3deb2:flashcore/ops/rope_append.py`; bits, time, then time to first token).
+`git show 7b3deb2:flashcore/ops/rope_append.py`; bits, time, then time to first token), owner (the new row's
+block in rope_decode_attention with its V loaded beside its K, against after the scores: bits, the engine A/B).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -918,6 +919,36 @@ if "rope_prefill" in parts:
     ttft_alternated("rope_prefill", {"rope before": lambda: setattr(step_module, "rope_append", before.rope_append),
                                      "rope now": lambda: setattr(step_module, "rope_append", now)})
     step_module.rope_append = now
+
+if "owner" in parts:
+    # The new row's block in rope_decode_attention with its V loaded beside its K (OWNER_LOAD_V_WITH_K) against V
+    # loaded after the scores: bitwise the same output and cache, then the engine alternated twice
+    import flashcore.decode as decode_module
+    from flashcore.ops.rope_append import rope_tables
+    mismatches, cases = [], 0
+    for dtype in (torch.float16, torch.bfloat16):
+        lens = torch.tensor([1, 700, 2048, 4097], dtype=torch.int32, device="cuda")
+        start = torch.tensor([0, 5, 0, 130], dtype=torch.int32, device="cuda")
+        cache = torch.randn(2, 4, 8, 4160, 128, device="cuda", dtype=dtype)
+        qkv = torch.randn(4, 48 * 128, device="cuda", dtype=dtype)
+        inv_freq = 1.0 / (500000 ** (torch.arange(0, 128, 2, dtype=torch.float32, device="cuda") / 128))
+        cos, sin = rope_tables(inv_freq, 1.0, 8192, dtype)
+        for splits in (1, 16, 33):
+            outs = []
+            for flag in (True, False):
+                decode_module.OWNER_LOAD_V_WITH_K = flag
+                key, value = cache[0].clone(), cache[1].clone()
+                outs.append((decode_module.rope_decode_attention(qkv, cos, sin, key, value, kv_lens=lens,
+                                                                 kv_start=start, splits=splits), key, value))
+            cases += 1
+            if not all(torch.equal(a, b) for a, b in zip(*outs)):
+                mismatches.append(f"{dtype} splits {splits}")
+    decode_module.OWNER_LOAD_V_WITH_K = True
+    results["owner_check"] = {"cases": cases, "mismatches": mismatches}
+    log(f"owner V with K: {cases - len(mismatches)}/{cases} bitwise equal; {mismatches}")
+    engine_alternated("owner", {flag: lambda f=flag: setattr(decode_module, "OWNER_LOAD_V_WITH_K", f == "V with K")
+                                for flag in ("V with K", "V after scores")}, cache_lens=(512, 2048, 8192))
+    decode_module.OWNER_LOAD_V_WITH_K = True
 
 if "silu" in parts:
     # The gate/up GEMV's epilogue silu through libdevice's expf and IEEE division (50ca5c3) against Triton's exp and

@@ -1,0 +1,67 @@
+"""The kernels whose speed targets are missed, run once each between cudaProfilerStart and Stop, for Nsight
+Compute to read their hardware counters (cold caches: ncu flushes them before each kernel it replays):
+FlashCore's batch-1 GEMV on the 8B projection shapes beside cuBLAS's F.linear, and decode attention (split and
+merge kernels) at cache 2048 and 32K, and batch 8 at 4096, beside SDPA. Compiling and autotuning happen before
+the profiled range.
+
+    ncu --clock-control none --profile-from-start off --section SpeedOfLight ... python3 .ci/gpu/ncu_kernels.py
+
+Prints the order of the profiled calls (ncu lists kernels by name only)."""
+import torch
+import torch.nn.functional as F
+
+from flashcore.decode import _splits_for, decode_attention
+from flashcore.ops.gemv import gemv
+
+
+def gemv_calls():
+    """(label, call) for each 8B projection at M = 1: FlashCore as the engine launches it, then cuBLAS."""
+    calls = []
+    hidden = 4096
+    shapes = (("O 4096x4096", 4096, 4096, {}), ("QKV 6144x4096 +norm", 6144, 4096, {"norm": True}),
+              ("down 4096x14336", 4096, 14336, {}), ("gate/up 28672x4096 +norm +silu", 28672, 4096,
+                                                     {"norm": True, "silu": True}))
+    for label, n, k, fuse in shapes:
+        w = torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02
+        x = torch.randn(1, k, device="cuda", dtype=torch.float16)
+        g = torch.ones(hidden, device="cuda", dtype=torch.float16) if fuse.get("norm") else None
+        out = torch.empty(1, n // 2 if fuse.get("silu") else n, device="cuda", dtype=torch.float16)
+        kwargs = dict(norm_weight=g, activation="silu_mul" if fuse.get("silu") else None, out=out)
+        calls.append((f"flashcore {label}", lambda w=w, x=x, kwargs=kwargs: gemv(x, w, **kwargs)))
+        calls.append((f"cublas {label}", lambda w=w, x=x: F.linear(x, w)))
+    return calls
+
+
+def attention_calls():
+    """(label, call) for decode attention: FlashCore (split and merge kernels) and SDPA(enable_gqa)."""
+    calls = []
+    for batch, cache_len in ((1, 2048), (1, 32768), (8, 4096)):
+        k = torch.randn(batch, 8, cache_len, 128, device="cuda", dtype=torch.float16)
+        v = torch.randn_like(k)
+        q = torch.randn(batch, 32, 1, 128, device="cuda", dtype=torch.float16)
+        lens = torch.full((batch,), cache_len, dtype=torch.int32, device="cuda")
+        # the heuristic's split count, as a call captured in a graph takes it
+        splits = _splits_for(batch, 8, cache_len, q.device)
+        calls.append((f"flashcore decode B{batch} {cache_len} ({splits} splits)",
+                      lambda q=q, k=k, v=v, lens=lens, s=splits: decode_attention(q, k, v, kv_lens=lens, splits=s)))
+        calls.append((f"sdpa decode B{batch} {cache_len}",
+                      lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)))
+    return calls
+
+
+def main():
+    calls = gemv_calls() + attention_calls()
+    for _ in range(3):  # compile, autotune, settle
+        for _, call in calls:
+            call()
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStart()
+    for label, call in calls:
+        call()
+        torch.cuda.synchronize()
+        print("profiled:", label, flush=True)
+    torch.cuda.cudart().cudaProfilerStop()
+
+
+if __name__ == "__main__":
+    main()
