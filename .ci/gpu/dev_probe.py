@@ -25,7 +25,9 @@ carried as .probe/step_before.py, and HF SDPA), silu (the engine with the gate/u
 the previous fast one: .probe/gemv_before.py is `git show 5fffe6c:flashcore/ops/gemv.py`), rope_prefill
 (rope_append with one program a token against one a (token, head): .probe/rope_append_before.py is
 `git show 7b3deb2:flashcore/ops/rope_append.py`; bits, time, then time to first token), owner (the new row's
-block in rope_decode_attention with its V loaded beside its K, against after the scores: bits, the engine A/B).
+block in rope_decode_attention with its V loaded beside its K, against after the scores: bits, the engine A/B),
+stages (the persistent one-row GEMV at 3-5 stages and 2-8 tile rows, with and without a norm prologue, beside the
+tiled launch and cuBLAS; the engine with the best norm setting).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -577,6 +579,78 @@ if "row" in parts:
     engine_alternated("row", {f"persistent={on}": lambda on=on: setattr(gemv_module, "PERSISTENT_ROW", on)
                               for on in (False, True)})
     gemv_module.PERSISTENT_ROW = persistent_default
+
+if "stages" in parts:
+    # The persistent one-row GEMV at deeper pipelines (3-5 stages: more weight bytes in flight per SM) and tile rows
+    # 2-8, for the launches with an RMSNorm prologue and for bare ones (PERSISTENT_ROW_PLAIN), beside the tiled
+    # launch and cuBLAS, in turns; then the engine with the best norm-launch setting (and bare launches through the
+    # row kernel too, where that setting beat the tiled O launch) against the defaults, alternated twice
+    import flashcore.ops.gemv as gemv_module
+    from integration.timing import rotation_count, time_graphs_side_by_side_ms
+    defaults = gemv_module.ROW_BLOCK_N, gemv_module.ROW_PROGRAMS_PER_SM, gemv_module.ROW_STAGES
+    smem_limit = 220 * 1024
+    shapes = {"qkv+norm": (6144, 4096, dict(norm=True)),
+              "gate_up+norm+silu": (28672, 4096, dict(norm=True, activation="silu_mul")),
+              "o": (4096, 4096, {}), "6144 bare": (6144, 4096, {}), "14336 bare": (14336, 4096, {}),
+              "28672 bare": (28672, 4096, {})}
+    settings = [(bn, p, st) for bn in (2, 4, 8) for p in (1, 2) for st in (3, 4, 5)]
+    rows = results["stages_grid"] = {}
+    for name, (n, k, fusion) in shapes.items():
+        copies = rotation_count(n * k * 2, limit=8)
+        weights = [torch.randn(n, k, dtype=torch.float16, device="cuda") * 0.02 for _ in range(copies)]
+        x = torch.randn(1, k, dtype=torch.float16, device="cuda")
+        g = torch.rand(k, dtype=torch.float16, device="cuda") + 0.5
+        silu = "activation" in fusion
+        out = torch.zeros(1, n // 2 if silu else n, dtype=torch.float16, device="cuda")
+        kw = dict(norm_weight=g if fusion.get("norm") else None, activation=fusion.get("activation"))
+
+        def launches(setting):
+            def run():
+                for w in weights:
+                    if setting is None:
+                        gemv_module.PERSISTENT_ROW = gemv_module.PERSISTENT_ROW_PLAIN = False
+                    else:
+                        gemv_module.PERSISTENT_ROW = gemv_module.PERSISTENT_ROW_PLAIN = True
+                        gemv_module.ROW_BLOCK_N, gemv_module.ROW_PROGRAMS_PER_SM, gemv_module.ROW_STAGES = setting
+                    gemv(x, w, out=out, **kw)
+            return run
+        fns = {"tiled": launches(None)}
+        for bn, p, st in settings:
+            smem = bn * k * 2 * (2 if silu else 1) * (st - 1)
+            if smem * p <= smem_limit:
+                fns[f"row bn{bn} p{p} s{st}"] = launches((bn, p, st))
+        if not fusion:
+            fns["cublas"] = lambda: [torch.mm(x, w.t(), out=out) for w in weights]
+        timed = time_graphs_side_by_side_ms(fns, copies, repeats=10)
+        rows[name] = {label: t["ms"] * 1e3 for label, t in timed.items()}
+        best = min(rows[name], key=rows[name].get)
+        log(f"stages {name}: " + ", ".join(f"{label} {us:.2f}" for label, us in sorted(rows[name].items(),
+                                                                                      key=lambda kv: kv[1])[:6])
+            + f" | tiled {rows[name]['tiled']:.2f}" + (f", cublas {rows[name]['cublas']:.2f}" if not fusion else "")
+            + f" | best {best} at {n * k * 2 / bw / rows[name][best] * 1e6:.0%}")
+        save()
+        del weights
+    gemv_module.ROW_BLOCK_N, gemv_module.ROW_PROGRAMS_PER_SM, gemv_module.ROW_STAGES = defaults
+    gemv_module.PERSISTENT_ROW, gemv_module.PERSISTENT_ROW_PLAIN = True, False
+    release()
+    # one setting serves every norm launch: the best by per-step time (32 QKV and 32 gate/up launches)
+    common = [label for label in rows["qkv+norm"] if label.startswith("row") and label in rows["gate_up+norm+silu"]]
+    best_norm = min(common, key=lambda label: rows["qkv+norm"][label] + rows["gate_up+norm+silu"][label])
+    parse = lambda label: tuple(int(part[2:] if part.startswith("bn") else part[1:]) for part in label.split()[1:])  # noqa: E731
+    results["stages_best_norm"] = best_norm
+    log(f"stages: best norm setting {best_norm}")
+
+    def put(setting, plain=False):
+        def run():
+            gemv_module.ROW_BLOCK_N, gemv_module.ROW_PROGRAMS_PER_SM, gemv_module.ROW_STAGES = setting
+            gemv_module.PERSISTENT_ROW_PLAIN = plain
+        return run
+    variants = {"defaults": put(defaults), best_norm: put(parse(best_norm))}
+    best_o = min((label for label in rows["o"] if label.startswith("row")), key=rows["o"].get)
+    if rows["o"][best_o] < 0.98 * rows["o"]["tiled"] and parse(best_o) == parse(best_norm):
+        variants[f"{best_norm} + plain rows"] = put(parse(best_norm), plain=True)
+    engine_alternated("stages", variants, cache_lens=(512, 2048))
+    put(defaults)()
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside

@@ -167,6 +167,9 @@ ROW_MAX_K = 4096
 ROW_BLOCK_N = 4
 ROW_PROGRAMS_PER_SM = 1
 ROW_STAGES = 3  # 8-row tiles of [gate; up] at 3 stages need more shared memory than an SM has
+# Plain one-row launches (no prologue: O, down within ROW_MAX_K, the benchmark's bare shapes) through the row kernel
+# too? Off: run25 had O tie at best; the other bare shapes are unmeasured (dev_probe.py part stages).
+PERSISTENT_ROW_PLAIN = False
 
 
 MAX_SPLIT_K = 4
@@ -352,8 +355,8 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         stride_rm=residual.stride(0) if residual is not None else 0,
         eps=eps, M_PAD=m_pad, HAS_NORM=norm_weight is not None, EPILOGUE=epilogue, USE_DOT=use_dot,
     )
-    if config is None and PERSISTENT_ROW and rows == 1 and x.element_size() == 2 and k <= ROW_MAX_K \
-            and norm_weight is not None:
+    if config is None and rows == 1 and x.element_size() == 2 and k <= ROW_MAX_K \
+            and (PERSISTENT_ROW if norm_weight is not None else PERSISTENT_ROW_PLAIN):
         _launch_row(args, ROW_BLOCK_N, ROW_PROGRAMS_PER_SM, ROW_STAGES)
         return out
     if config is None and x.device.type == "cuda":
