@@ -27,7 +27,8 @@ the previous fast one: .probe/gemv_before.py is `git show 5fffe6c:flashcore/ops/
 `git show 7b3deb2:flashcore/ops/rope_append.py`; bits, time, then time to first token), owner (the new row's
 block in rope_decode_attention with its V loaded beside its K, against after the scores: bits, the engine A/B),
 stages (the persistent one-row GEMV at 3-5 stages and 2-8 tile rows, with and without a norm prologue, beside the
-tiled launch and cuBLAS; the engine with the best norm setting).
+tiled launch and cuBLAS; the engine with the best norm setting), residual (the row kernel's residual read a tile
+ahead, and bare one-row launches through it: error, O with and without its residual, the engine A/B).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -651,6 +652,40 @@ if "stages" in parts:
         variants[f"{best_norm} + plain rows"] = put(parse(best_norm), plain=True)
     engine_alternated("stages", variants, cache_lens=(512, 2048))
     put(defaults)()
+
+if "residual" in parts:
+    # The row kernel's residual read one tile ahead, and one-row launches without a prologue through it
+    # (PERSISTENT_ROW_PLAIN): run36 had bare launches faster through it but the engine, whose O launch adds the
+    # residual, slower. Error with it on; O with and without its residual, tiled and row, in turns; the engine A/B
+    import flashcore.ops.gemv as gemv_module
+    from integration.timing import rotation_count, time_graphs_side_by_side_ms
+    gemv_module.PERSISTENT_ROW_PLAIN = True
+    checks = fused_gemv_checks((1,))
+    bad = [c for c in checks if not c["ok"]]
+    results["residual_check"] = {"cases": len(checks), "failed": bad}
+    log(f"row GEMV with plain rows: {len(checks) - len(bad)}/{len(checks)} within 2x F.linear's error; failed {bad}")
+    n = k = 4096
+    copies = rotation_count(n * k * 2, limit=8)
+    weights = [torch.randn(n, k, dtype=torch.float16, device="cuda") * 0.02 for _ in range(copies)]
+    x = torch.randn(1, k, dtype=torch.float16, device="cuda")
+    out = torch.zeros(1, n, dtype=torch.float16, device="cuda")
+
+    def o_launches(plain, residual):
+        def run():
+            gemv_module.PERSISTENT_ROW_PLAIN = plain
+            for w in weights:
+                gemv(x, w, out=out, residual=out if residual else None)
+        return run
+    timed = time_graphs_side_by_side_ms({f"{'row' if plain else 'tiled'}{' +residual' if residual else ''}":
+                                         o_launches(plain, residual) for plain in (False, True)
+                                         for residual in (False, True)}, copies, repeats=20)
+    results["residual_o_us"] = {label: t["ms"] * 1e3 for label, t in timed.items()}
+    log("residual: O 4096x4096 (us)", results["residual_o_us"])
+    del weights
+    release()
+    engine_alternated("residual", {f"plain rows {on}": lambda on=on: setattr(gemv_module, "PERSISTENT_ROW_PLAIN", on)
+                                   for on in (False, True)}, cache_lens=(512, 2048))
+    gemv_module.PERSISTENT_ROW_PLAIN = False
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside

@@ -30,17 +30,27 @@ EPILOGUE_NONE, EPILOGUE_RESIDUAL, EPILOGUE_SILU_MUL = 0, 1, 2
 
 
 @triton.jit
-def _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, mask, stride_om, stride_rm, EPILOGUE: tl.constexpr):
-    """Round and store y = acc (plus the residual, or silu(acc) * acc_up), as the unfused torch ops round."""
+def _epilogue_store(acc, acc_up, residual, Out, offs_m, offs_n, mask, stride_om, EPILOGUE: tl.constexpr):
+    """Round and store y = acc (plus the loaded residual, or silu(acc) * acc_up), as the unfused torch ops round.
+    `residual` is read only by the residual epilogue."""
     out_ty = Out.dtype.element_ty
     y = acc.to(out_ty)
     if EPILOGUE == 1:
-        residual = tl.load(Residual + offs_m[:, None].to(tl.int64) * stride_rm + offs_n[None, :], mask=mask)
         y = (y.to(tl.float32) + residual.to(tl.float32)).to(out_ty)
     if EPILOGUE == 2:
         gate = silu(y.to(tl.float32)).to(out_ty)
         y = (gate.to(tl.float32) * acc_up.to(out_ty).to(tl.float32)).to(out_ty)
     tl.store(Out + offs_m[:, None].to(tl.int64) * stride_om + offs_n[None, :], y, mask=mask)
+
+
+@triton.jit
+def _residual_tile(Residual, offs_m, offs_n, mask, stride_rm, EPILOGUE: tl.constexpr):
+    """The residual rows of one output tile (zeros where the epilogue has none)."""
+    residual = tl.zeros([offs_m.shape[0], offs_n.shape[0]], dtype=tl.float32)
+    if EPILOGUE == 1:
+        residual = tl.load(Residual + offs_m[:, None].to(tl.int64) * stride_rm + offs_n[None, :], mask=mask,
+                           other=0.0).to(tl.float32)
+    return residual
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -100,7 +110,8 @@ def _gemv_kernel(
 
     mask = mask_m[:, None] & mask_n[None, :]
     if SPLIT_K == 1:
-        _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, mask, stride_om, stride_rm, EPILOGUE)
+        _epilogue_store(acc, acc_up, _residual_tile(Residual, offs_m, offs_n, mask, stride_rm, EPILOGUE), Out, offs_m,
+                        offs_n, mask, stride_om, EPILOGUE)
     else:
         # Partials [SPLIT_K, 2, M_PAD, N] fp32; the last slice of this column block to arrive sums them in a
         # fixed order (deterministic), applies the epilogue and re-arms the counter for the next call.
@@ -120,7 +131,8 @@ def _gemv_kernel(
                 if EPILOGUE == 2:
                     acc_up += tl.load(Partials + (s * 2 + 1) * plane + tile, mask=mask, other=0.0,
                                       cache_modifier=".cg")
-            _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, mask, stride_om, stride_rm, EPILOGUE)
+            _epilogue_store(acc, acc_up, _residual_tile(Residual, offs_m, offs_n, mask, stride_rm, EPILOGUE), Out, offs_m,
+                        offs_n, mask, stride_om, EPILOGUE)
 
 
 @triton.jit
@@ -144,8 +156,16 @@ def _gemv_row_kernel(
         x = ((x32 * rstd).to(x.dtype).to(tl.float32) * g.to(tl.float32)).to(x.dtype)
     x32 = x.to(tl.float32)[None, :]
     offs_m = tl.arange(0, 1)
-    for tile in tl.range(tl.program_id(0), tl.cdiv(N, BLOCK_N), tl.num_programs(0), num_stages=STAGES):
+    programs = tl.num_programs(0)
+    # A residual is read one tile ahead: loaded where the epilogue uses it, its L2 round trip would stall every
+    # tile of the loop (the weight tiles are pipelined, it is not)
+    offs_first = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    residual_next = _residual_tile(Residual, offs_m, offs_first, (offs_first < N)[None, :], 0, EPILOGUE)
+    for tile in tl.range(tl.program_id(0), tl.cdiv(N, BLOCK_N), programs, num_stages=STAGES):
         offs_n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        residual = residual_next
+        offs_next = offs_n + programs * BLOCK_N
+        residual_next = _residual_tile(Residual, offs_m, offs_next, (offs_next < N)[None, :], 0, EPILOGUE)
         mask_nk = (offs_n < N)[:, None] & mask_k[None, :]
         w = tl.load(W + offs_n[:, None].to(tl.int64) * stride_wn + offs_k[None, :], mask=mask_nk, other=0.0)
         acc = tl.sum(w.to(tl.float32) * x32, 1)[None, :]
@@ -154,7 +174,7 @@ def _gemv_row_kernel(
             w_up = tl.load(W + (offs_n + N)[:, None].to(tl.int64) * stride_wn + offs_k[None, :], mask=mask_nk,
                            other=0.0)
             acc_up = tl.sum(w_up.to(tl.float32) * x32, 1)[None, :]
-        _epilogue_store(acc, acc_up, Out, Residual, offs_m, offs_n, (offs_n < N)[None, :], 0, 0, EPILOGUE)
+        _epilogue_store(acc, acc_up, residual, Out, offs_m, offs_n, (offs_n < N)[None, :], 0, EPILOGUE)
 
 
 # The persistent one-row kernel (_gemv_row_kernel) serves 16-bit rows with an RMSNorm prologue and K up to
@@ -164,8 +184,8 @@ def _gemv_row_kernel(
 # it only tied (O 11.7 against 11.7 at its best setting), so O and down stay tiled.
 PERSISTENT_ROW = True
 ROW_MAX_K = 4096
-ROW_BLOCK_N = 4
-ROW_PROGRAMS_PER_SM = 1
+ROW_BLOCK_N = 2
+ROW_PROGRAMS_PER_SM = 2
 ROW_STAGES = 3  # 8-row tiles of [gate; up] at 3 stages need more shared memory than an SM has
 # Plain one-row launches (no prologue: O, down within ROW_MAX_K, the benchmark's bare shapes) through the row kernel
 # too? Off: run25 had O tie at best; the other bare shapes are unmeasured (dev_probe.py part stages).
