@@ -60,22 +60,26 @@ def test_fusions_round_like_the_unfused_ops(dtype, config, device):
 
 @pytest.mark.parametrize("n, k", [(96, 200), (40, 4096)])
 def test_the_persistent_row_kernel_matches_the_streaming_one(n, k, device, monkeypatch):
-    """One 16-bit row with an RMSNorm prologue through _gemv_row_kernel (several column tiles per program), every
-    epilogue, against the tiled kernel at streaming_config's shape and against F.linear's error."""
+    """One 16-bit row through _gemv_row_kernel (several column tiles per program, the residual read a tile ahead),
+    with and without an RMSNorm prologue, every epilogue, against the tiled kernel at streaming_config's shape and
+    against F.linear's error."""
     import flashcore.ops.gemv as gemv_module
     x = _randn(1, 2 * k, dtype=torch.float16, device=device)[:, ::2]
     g = _randn(k, dtype=torch.float16, device=device)
     w = _randn(2 * n, k, dtype=torch.float16, device=device, scale=0.05)
     residual = _randn(1, 2 * n, dtype=torch.float16, device=device)
-    calls = [dict(norm_weight=g), dict(norm_weight=g, activation="silu_mul"), dict(norm_weight=g, residual=residual)]
+    calls = [dict(norm_weight=g), dict(norm_weight=g, activation="silu_mul"), dict(norm_weight=g, residual=residual),
+             dict(), dict(activation="silu_mul"), dict(residual=residual)]
     tiled = [gemv(x, w, config=(4, triton.next_power_of_2(k), 1), **kw) for kw in calls]
     monkeypatch.setattr(gemv_module, "PERSISTENT_ROW", True)
+    monkeypatch.setattr(gemv_module, "PERSISTENT_ROW_PLAIN", True)
     monkeypatch.setattr(gemv_module, "ROW_PROGRAMS_PER_SM", 3)
     for kw, expected in zip(calls, tiled):
         torch.testing.assert_close(gemv(x, w, **kw), expected, atol=2e-3, rtol=2e-3)
-    in_place = residual.clone()
-    gemv(x, w, norm_weight=g, residual=in_place, out=in_place)
-    torch.testing.assert_close(in_place, tiled[2], atol=2e-3, rtol=2e-3)
+    for norm, expected in ((g, tiled[2]), (None, tiled[5])):
+        in_place = residual.clone()
+        gemv(x, w, norm_weight=norm, residual=in_place, out=in_place)  # out aliasing residual
+        torch.testing.assert_close(in_place, expected, atol=2e-3, rtol=2e-3)
     normed = torch_rms_norm(x, g, 1e-5)
     ref = normed.double() @ w.double().T
     err = (gemv(x, w, norm_weight=g).double() - ref).abs().max().item()

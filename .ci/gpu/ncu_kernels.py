@@ -6,7 +6,14 @@ the profiled range.
 
     ncu --clock-control none --profile-from-start off --section SpeedOfLight ... python3 .ci/gpu/ncu_kernels.py
 
-Prints the order of the profiled calls (ncu lists kernels by name only)."""
+Prints the order of the profiled calls (ncu lists kernels by name only). Then, on any machine:
+
+    ncu -i kernels.ncu-rep --csv --page details > ncu.csv && python3 .ci/gpu/ncu_kernels.py summarize ncu.csv
+"""
+import collections
+import csv
+import sys
+
 import torch
 import torch.nn.functional as F
 
@@ -28,7 +35,7 @@ def gemv_calls():
         out = torch.empty(1, n // 2 if fuse.get("silu") else n, device="cuda", dtype=torch.float16)
         kwargs = dict(norm_weight=g, activation="silu_mul" if fuse.get("silu") else None, out=out)
         calls.append((f"flashcore {label}", lambda w=w, x=x, kwargs=kwargs: gemv(x, w, **kwargs)))
-        calls.append((f"cublas {label}", lambda w=w, x=x: F.linear(x, w)))
+        calls.append((f"cublas {label.split(' +')[0]} (no fusion)", lambda w=w, x=x: F.linear(x, w)))
     return calls
 
 
@@ -49,6 +56,26 @@ def attention_calls():
     return calls
 
 
+SUMMARY_METRICS = ("Duration", "DRAM Throughput", "Memory Throughput", "Achieved Occupancy", "Theoretical Occupancy",
+                   "Registers Per Thread", "Dynamic Shared Memory Per Block", "Grid Size", "Block Size",
+                   "Block Limit Registers", "Block Limit Shared Mem", "Eligible Warps Per Scheduler", "No Eligible",
+                   "Warp Cycles Per Issued Instruction")
+
+
+def summarize(path):
+    """One line per profiled kernel from ncu's details page as CSV: the metrics that say what bounds it."""
+    metrics = collections.defaultdict(dict)
+    names = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            kernel = int(row["ID"])
+            names[kernel] = row["Kernel Name"][:48]
+            metrics[kernel][row["Metric Name"]] = f"{row['Metric Value']} {row['Metric Unit']}".strip()
+    for kernel in sorted(metrics):
+        print(f"{kernel:2d} {names[kernel]}: "
+              + " | ".join(f"{name} {metrics[kernel][name]}" for name in SUMMARY_METRICS if name in metrics[kernel]))
+
+
 def main():
     calls = gemv_calls() + attention_calls()
     for _ in range(3):  # compile, autotune, settle
@@ -64,4 +91,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["summarize"]:
+        summarize(sys.argv[2])
+    else:
+        main()

@@ -12,9 +12,9 @@ Optional fusions remove the small kernels around each projection (each costs a l
   ``act_fn(gate_proj(x)) * up_proj(x)`` is.
 Accumulation is fp32. Up to 8 rows reduce elementwise products (no padding of M to 16); 16-bit inputs with
 more rows use tl.dot. 16-bit weights take fixed launch configs measured on an H200: one row (batch-1 decode, the
-case the floor is about) goes through a persistent kernel when it has an RMSNorm prologue (_gemv_row_kernel, which
-normalises x once per program) and streaming_config otherwise; batch_config serves more rows without a prologue;
-the rest is autotuned per shape over a pruned list.
+case the floor is about) goes through a persistent kernel (_gemv_row_kernel, which reads and normalises x once per
+program) where all of K fits one block, and streaming_config otherwise (the down projection); batch_config serves
+more rows without a prologue; the rest is autotuned per shape over a pruned list.
 """
 import torch
 import triton
@@ -177,19 +177,23 @@ def _gemv_row_kernel(
         _epilogue_store(acc, acc_up, residual, Out, offs_m, offs_n, (offs_n < N)[None, :], 0, EPILOGUE)
 
 
-# The persistent one-row kernel (_gemv_row_kernel) serves 16-bit rows with an RMSNorm prologue and K up to
-# ROW_MAX_K. Probes run25-26 (H200, graphs over rotated weights): QKV 6144x4096 with its norm 16.4-17.3 us at 4
-# rows a tile, one program per SM, a 3-stage loop, against streaming_config's 17.7-18.4; gate/up 58.9-59.2 against
-# 60.3; the engine step at 2048 4.26-4.28 ms against 4.33 (run26, alternated twice). Without a prologue to save
-# it only tied (O 11.7 against 11.7 at its best setting), so O and down stay tiled.
+# The persistent one-row kernel (_gemv_row_kernel) serves 16-bit rows with K up to ROW_MAX_K (all but the down
+# projection). Probes on the H200, graphs over rotated weights:
+# - with an RMSNorm prologue (PERSISTENT_ROW; run25-26): QKV 6144x4096 16.4-17.3 us against streaming_config's
+#   17.7-18.4, gate/up 58.9-59.2 against 60.3; the engine step at 2048 4.26-4.28 ms against 4.33.
+# - 2-row tiles and 2 programs an SM (run36: tiles of 2-8 rows, 1-2 programs an SM, 3-5 stages): QKV 15.9 us
+#   against 16.3 at 4 rows and one program; gate/up 60.5 against 61.0; the engine -30 to -39 us a step.
+# - without a prologue (PERSISTENT_ROW_PLAIN; run36-37): bare 4096x4096 11.1 us against the tiled 12.2 (cuBLAS
+#   14.3), 6144x4096 15.4 against 17.7 (17.7), 14336x4096 31.6 against 33.5 (32.7), 28672x4096 59.0 against 61.8
+#   (62.2). The engine's O launch adds the residual: read where the epilogue used it, its L2 round trip stalled
+#   every tile and the engine ran slower (+40-60 us a step); read a tile ahead, O takes 11.2 us against 12.3 and the
+#   engine step 31-56 us less (run37).
 PERSISTENT_ROW = True
+PERSISTENT_ROW_PLAIN = True
 ROW_MAX_K = 4096
 ROW_BLOCK_N = 2
 ROW_PROGRAMS_PER_SM = 2
-ROW_STAGES = 3  # 8-row tiles of [gate; up] at 3 stages need more shared memory than an SM has
-# Plain one-row launches (no prologue: O, down within ROW_MAX_K, the benchmark's bare shapes) through the row kernel
-# too? Off: run25 had O tie at best; the other bare shapes are unmeasured (dev_probe.py part stages).
-PERSISTENT_ROW_PLAIN = False
+ROW_STAGES = 3  # [gate; up] tiles need twice the shared memory a stage: 4-row tiles fit 4 stages, 8-row ones 2
 
 
 MAX_SPLIT_K = 4
