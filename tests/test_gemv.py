@@ -86,6 +86,30 @@ def test_the_persistent_row_kernel_matches_the_streaming_one(n, k, device, monke
     assert within_rule(err, (F.linear(normed, w).double() - ref).abs().max().item())
 
 
+@pytest.mark.parametrize("rows", [2, 5])
+def test_norm_before_the_batch_launch_matches_the_prologue(rows, device, monkeypatch):
+    """NORM_BEFORE_BATCH (rms_norm, then the plain launch) gives what the RMSNorm prologue gives, for every epilogue,
+    within F.linear's error; x that is not contiguous along K keeps the prologue."""
+    import flashcore.ops.gemv as gemv_module
+    n, k = 48, 256
+    x = _randn(rows, k, dtype=torch.float16, device=device)
+    g = _randn(k, dtype=torch.float16, device=device)
+    w = _randn(2 * n, k, dtype=torch.float16, device=device, scale=0.05)
+    residual = _randn(rows, 2 * n, dtype=torch.float16, device=device)
+    calls = [dict(norm_weight=g), dict(norm_weight=g, activation="silu_mul"), dict(norm_weight=g, residual=residual)]
+    prologue = [gemv(x, w, eps=1e-5, **kw) for kw in calls]
+    monkeypatch.setattr(gemv_module, "NORM_BEFORE_BATCH", True)
+    for kw, expected in zip(calls, prologue):
+        torch.testing.assert_close(gemv(x, w, eps=1e-5, **kw), expected, atol=2e-3, rtol=2e-3)
+    normed = torch_rms_norm(x, g, 1e-5)
+    ref = normed.double() @ w.double().T
+    err = (gemv(x, w, norm_weight=g, eps=1e-5).double() - ref).abs().max().item()
+    assert within_rule(err, (F.linear(normed, w).double() - ref).abs().max().item())
+    strided = _randn(rows, 2 * k, dtype=torch.float16, device=device)[:, ::2]
+    torch.testing.assert_close(gemv(strided, w, norm_weight=g, eps=1e-5),
+                               gemv(strided.contiguous(), w, norm_weight=g, eps=1e-5), atol=2e-3, rtol=2e-3)
+
+
 def test_sixteen_bit_weights_take_the_fixed_configs():
     """A 16-bit row gets streaming_config alone, more 16-bit rows without an RMSNorm prologue batch_config alone
     (no autotuning among configs the sweeps found slower); the prologue at more rows and fp32 keep the autotuned

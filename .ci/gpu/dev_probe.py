@@ -28,7 +28,8 @@ the previous fast one: .probe/gemv_before.py is `git show 5fffe6c:flashcore/ops/
 block in rope_decode_attention with its V loaded beside its K, against after the scores: bits, the engine A/B),
 stages (the persistent one-row GEMV at 3-5 stages and 2-8 tile rows, with and without a norm prologue, beside the
 tiled launch and cuBLAS; the engine with the best norm setting), residual (the row kernel's residual read a tile
-ahead, and bare one-row launches through it: error, O with and without its residual, the engine A/B).
+ahead, and bare one-row launches through it: error, O with and without its residual, the engine A/B), prenorm
+(NORM_BEFORE_BATCH against the autotuned norm prologue at 2-16 rows: error, launches, the engine's batch sweep).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -686,6 +687,53 @@ if "residual" in parts:
     engine_alternated("residual", {f"plain rows {on}": lambda on=on: setattr(gemv_module, "PERSISTENT_ROW_PLAIN", on)
                                    for on in (False, True)}, cache_lens=(512, 2048))
     gemv_module.PERSISTENT_ROW_PLAIN = False
+
+if "prenorm" in parts:
+    # NORM_BEFORE_BATCH (ops.rms_norm, then the plain batch_config launch) against the autotuned RMSNorm prologue
+    # at 2-16 rows: error, the engine's norm launches in turns, then the engine's batch sweep alternated twice
+    import flashcore.ops.gemv as gemv_module
+    from integration.timing import rotation_count, time_graphs_side_by_side_ms
+    gemv_module.NORM_BEFORE_BATCH = True
+    checks = fused_gemv_checks((2, 4, 8))
+    bad = [c for c in checks if not c["ok"]]
+    results["prenorm_check"] = {"cases": len(checks), "failed": bad}
+    log(f"norm before the batch launch: {len(checks) - len(bad)}/{len(checks)} within 2x F.linear's error; {bad}")
+    shapes = {"qkv": (6144, 4096, None), "gate_up": (28672, 4096, "silu_mul"), "lm_head": (128256, 4096, None)}
+    rows = results["prenorm_gemv_us"] = []
+    for name, (n, k, activation) in shapes.items():
+        copies = rotation_count(n * k * 2, limit=8)
+        weights = [torch.randn(n, k, dtype=torch.float16, device="cuda") * 0.02 for _ in range(copies)]
+        g = torch.rand(k, dtype=torch.float16, device="cuda") + 0.5
+        for m in (2, 4, 8, 16):
+            x = torch.randn(m, k, dtype=torch.float16, device="cuda")
+            out = torch.empty(m, n // 2 if activation else n, dtype=torch.float16, device="cuda")
+
+            def launches(on):
+                def run():
+                    gemv_module.NORM_BEFORE_BATCH = on
+                    for w in weights:
+                        gemv(x, w, norm_weight=g, activation=activation, out=out)
+                return run
+            for on in (False, True):
+                launches(on)()  # autotune (the prologue) and compile outside the capture
+            timed = time_graphs_side_by_side_ms({"prologue": launches(False), "norm first": launches(True)}, copies)
+            rows.append({"shape": name, "M": m, **{label: t["ms"] * 1e3 for label, t in timed.items()}})
+            log("prenorm", rows[-1])
+        del weights
+        save()
+    release()
+    model = llama31_8b(dtype=torch.float16)
+    sweeps = results["prenorm_batch_sweep"] = []
+    for repeat in range(2):
+        for on in (False, True):
+            gemv_module.NORM_BEFORE_BATCH = on
+            for r in bench.batch_sweep(model, [1, 4, 8, 16, 32], 2048, bw):
+                sweeps.append(dict(r, norm_first=on, repeat=repeat))
+                log(f"prenorm engine norm first {on} rep {repeat} batch {r['batch']:2d}: {r['ms_per_step']:.3f} ms")
+            save()
+    gemv_module.NORM_BEFORE_BATCH = False
+    del model
+    release()
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside

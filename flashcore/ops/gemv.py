@@ -24,6 +24,7 @@ import triton.testing
 from flashcore import _validate
 from flashcore.decode import sm_count
 from flashcore.ops._precise import silu
+from flashcore.ops.rms_norm import rms_norm
 
 MAX_ROWS = 32  # batch rows per call; the decode engine's largest batch
 EPILOGUE_NONE, EPILOGUE_RESIDUAL, EPILOGUE_SILU_MUL = 0, 1, 2
@@ -223,6 +224,12 @@ def streaming_config(k, has_norm):
     return triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": 1}, num_warps=4)
 
 
+# Launches of 2 to 32 16-bit rows with an RMSNorm prologue are autotuned (at batch_config's blocks the prologue ran
+# 1.2-1.5x slower than the plain launch, probe run24), and the autotuner's picks move between runs: at b1d651e every
+# engine batch above 1 ran 1.5-3% slower than at 50ca5c3 with no change to its kernels. NORM_BEFORE_BATCH normalises
+# x with ops.rms_norm first (one more small kernel; x is a few KB) and runs the plain batch_config launch. Unmeasured,
+# so off: dev_probe.py part prenorm is its A/B.
+NORM_BEFORE_BATCH = False
 BATCH_BLOCK_K = 128
 BATCH_WAVES = 1.5  # programs per SM that batch_config aims for
 
@@ -363,6 +370,8 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
     # rounding error stays near cuBLAS's (a dot accumulates K sequentially: about 5x the error at K = 4096).
     use_dot = rows >= 2 and x.dtype != torch.float32
     m_pad = max(16, triton.next_power_of_2(rows)) if use_dot else triton.next_power_of_2(rows)
+    if NORM_BEFORE_BATCH and use_dot and norm_weight is not None and config is None and x.stride(1) == 1:
+        x, norm_weight = rms_norm(x, norm_weight, eps), None  # rounded as the prologue rounds
     if workspace is None:
         workspace = _default_workspace(x.device, m_pad)
     elif not isinstance(workspace, GemvWorkspace):
