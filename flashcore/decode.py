@@ -375,9 +375,8 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
     block_n, load_v_with_k, owner_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K, OWNER_LOAD_V_WITH_K
     stride_key = int_key(split_strides)
     split_key = None if stride_key is None else (
-        query.dtype, out.dtype, group, head_dim, block_n, load_v_with_k, owner_v_with_k, kv_lens is not None,
-        kv_start is not None,
-        rope is not None, stride_key,
+        query.dtype, out.dtype, group, head_dim, block_n, load_v_with_k, owner_v_with_k,
+        kv_lens is not None, kv_start is not None, rope is not None, stride_key,
         pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start),
         pointer_key(cos), pointer_key(sin), pointer_key(out))
     split_ints = (*split_strides, kv_heads, kv_len, splits, scale * LOG2E, 1 if cos is None else cos.shape[0])

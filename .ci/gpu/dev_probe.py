@@ -638,7 +638,10 @@ if "stages" in parts:
     # one setting serves every norm launch: the best by per-step time (32 QKV and 32 gate/up launches)
     common = [label for label in rows["qkv+norm"] if label.startswith("row") and label in rows["gate_up+norm+silu"]]
     best_norm = min(common, key=lambda label: rows["qkv+norm"][label] + rows["gate_up+norm+silu"][label])
-    parse = lambda label: tuple(int(part[2:] if part.startswith("bn") else part[1:]) for part in label.split()[1:])  # noqa: E731
+
+    def parse(label):  # "row bn2 p2 s3" -> (2, 2, 3)
+        return tuple(int(part[2:] if part.startswith("bn") else part[1:]) for part in label.split()[1:])
+
     results["stages_best_norm"] = best_norm
     log(f"stages: best norm setting {best_norm}")
 

@@ -111,8 +111,8 @@ def _gemv_kernel(
 
     mask = mask_m[:, None] & mask_n[None, :]
     if SPLIT_K == 1:
-        _epilogue_store(acc, acc_up, _residual_tile(Residual, offs_m, offs_n, mask, stride_rm, EPILOGUE), Out, offs_m,
-                        offs_n, mask, stride_om, EPILOGUE)
+        residual = _residual_tile(Residual, offs_m, offs_n, mask, stride_rm, EPILOGUE)
+        _epilogue_store(acc, acc_up, residual, Out, offs_m, offs_n, mask, stride_om, EPILOGUE)
     else:
         # Partials [SPLIT_K, 2, M_PAD, N] fp32; the last slice of this column block to arrive sums them in a
         # fixed order (deterministic), applies the epilogue and re-arms the counter for the next call.
@@ -132,8 +132,8 @@ def _gemv_kernel(
                 if EPILOGUE == 2:
                     acc_up += tl.load(Partials + (s * 2 + 1) * plane + tile, mask=mask, other=0.0,
                                       cache_modifier=".cg")
-            _epilogue_store(acc, acc_up, _residual_tile(Residual, offs_m, offs_n, mask, stride_rm, EPILOGUE), Out, offs_m,
-                        offs_n, mask, stride_om, EPILOGUE)
+            residual = _residual_tile(Residual, offs_m, offs_n, mask, stride_rm, EPILOGUE)
+            _epilogue_store(acc, acc_up, residual, Out, offs_m, offs_n, mask, stride_om, EPILOGUE)
 
 
 @triton.jit
