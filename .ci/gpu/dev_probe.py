@@ -136,6 +136,22 @@ def ttft_alternated(label, variants, prompt_lens=(2048, 8192, 32768), repeats=4)
     return rows
 
 
+def rope_decode_cases():
+    """The fused RoPE decode's GPU check cases: (dtype, kv_lens, kv_start, [K; V] cache, qkv, cos, sin, splits) for
+    the 8B heads, a batch of 4 of lengths 1 to 4097 in a 4160-row cache (two left-padded), fp16 and bf16, 1 / 16 /
+    33 splits."""
+    from flashcore.ops.rope_append import rope_tables
+    for dtype in (torch.float16, torch.bfloat16):
+        lens = torch.tensor([1, 700, 2048, 4097], dtype=torch.int32, device="cuda")
+        start = torch.tensor([0, 5, 0, 130], dtype=torch.int32, device="cuda")
+        cache = torch.randn(2, 4, 8, 4160, 128, device="cuda", dtype=dtype)
+        qkv = torch.randn(4, 48 * 128, device="cuda", dtype=dtype)
+        inv_freq = 1.0 / (500000 ** (torch.arange(0, 128, 2, dtype=torch.float32, device="cuda") / 128))
+        cos, sin = rope_tables(inv_freq, 1.0, 8192, dtype)
+        for splits in (1, 16, 33):
+            yield dtype, lens, start, cache, qkv, cos, sin, splits
+
+
 def decode_grid(cache_lens, block_ns, splits_options):
     """Decode attention in a graph over rotated caches (batch 1) for every V-load placement, block size and split
     count; the module's defaults are restored afterwards."""
@@ -885,27 +901,20 @@ if "fuse" in parts:
     import flashcore.decode as decode_module
     import flashcore.engine.runner as runner_module
     import flashcore.engine.step as step_module
-    from flashcore.ops.rope_append import rope_append, rope_tables
+    from flashcore.ops.rope_append import rope_append
 
     mismatches, cases = [], 0
-    for dtype in (torch.float16, torch.bfloat16):
-        lens = torch.tensor([1, 700, 2048, 4097], dtype=torch.int32, device="cuda")
-        start = torch.tensor([0, 5, 0, 130], dtype=torch.int32, device="cuda")
-        cache = torch.randn(2, 4, 8, 4160, 128, device="cuda", dtype=dtype)
-        qkv = torch.randn(4, 48 * 128, device="cuda", dtype=dtype)
-        inv_freq = 1.0 / (500000 ** (torch.arange(0, 128, 2, dtype=torch.float32, device="cuda") / 128))
-        cos, sin = rope_tables(inv_freq, 1.0, 8192, dtype)
-        for splits in (1, 16, 33):
-            key, value = cache[0].clone(), cache[1].clone()
-            q = torch.empty(4, 1, 32, 128, device="cuda", dtype=dtype)
-            rope_append(qkv[:, None], cos, sin, key, value, lens - 1, q_out=q, kv_start=start)
-            want = decode_attention(q.transpose(1, 2), key, value, kv_lens=lens, kv_start=start, splits=splits)
-            key2, value2 = cache[0].clone(), cache[1].clone()
-            got = decode_module.rope_decode_attention(qkv, cos, sin, key2, value2, kv_lens=lens, kv_start=start,
-                                                      splits=splits)
-            cases += 1
-            if not (torch.equal(got, want) and torch.equal(key2, key) and torch.equal(value2, value)):
-                mismatches.append(f"{dtype} splits {splits}: {(got.float() - want.float()).abs().max().item()}")
+    for dtype, lens, start, cache, qkv, cos, sin, splits in rope_decode_cases():
+        key, value = cache[0].clone(), cache[1].clone()
+        q = torch.empty(4, 1, 32, 128, device="cuda", dtype=dtype)
+        rope_append(qkv[:, None], cos, sin, key, value, lens - 1, q_out=q, kv_start=start)
+        want = decode_attention(q.transpose(1, 2), key, value, kv_lens=lens, kv_start=start, splits=splits)
+        key2, value2 = cache[0].clone(), cache[1].clone()
+        got = decode_module.rope_decode_attention(qkv, cos, sin, key2, value2, kv_lens=lens, kv_start=start,
+                                                  splits=splits)
+        cases += 1
+        if not (torch.equal(got, want) and torch.equal(key2, key) and torch.equal(value2, value)):
+            mismatches.append(f"{dtype} splits {splits}: {(got.float() - want.float()).abs().max().item()}")
     results["fuse_check"] = {"cases": cases, "mismatches": mismatches}
     log(f"rope_decode_attention: {cases - len(mismatches)}/{cases} bitwise equal; {mismatches}")
 
@@ -1084,25 +1093,17 @@ if "owner" in parts:
     # The new row's block in rope_decode_attention with its V loaded beside its K (OWNER_LOAD_V_WITH_K) against V
     # loaded after the scores: bitwise the same output and cache, then the engine alternated twice
     import flashcore.decode as decode_module
-    from flashcore.ops.rope_append import rope_tables
     mismatches, cases = [], 0
-    for dtype in (torch.float16, torch.bfloat16):
-        lens = torch.tensor([1, 700, 2048, 4097], dtype=torch.int32, device="cuda")
-        start = torch.tensor([0, 5, 0, 130], dtype=torch.int32, device="cuda")
-        cache = torch.randn(2, 4, 8, 4160, 128, device="cuda", dtype=dtype)
-        qkv = torch.randn(4, 48 * 128, device="cuda", dtype=dtype)
-        inv_freq = 1.0 / (500000 ** (torch.arange(0, 128, 2, dtype=torch.float32, device="cuda") / 128))
-        cos, sin = rope_tables(inv_freq, 1.0, 8192, dtype)
-        for splits in (1, 16, 33):
-            outs = []
-            for flag in (True, False):
-                decode_module.OWNER_LOAD_V_WITH_K = flag
-                key, value = cache[0].clone(), cache[1].clone()
-                outs.append((decode_module.rope_decode_attention(qkv, cos, sin, key, value, kv_lens=lens,
-                                                                 kv_start=start, splits=splits), key, value))
-            cases += 1
-            if not all(torch.equal(a, b) for a, b in zip(*outs)):
-                mismatches.append(f"{dtype} splits {splits}")
+    for dtype, lens, start, cache, qkv, cos, sin, splits in rope_decode_cases():
+        outs = []
+        for flag in (True, False):
+            decode_module.OWNER_LOAD_V_WITH_K = flag
+            key, value = cache[0].clone(), cache[1].clone()
+            outs.append((decode_module.rope_decode_attention(qkv, cos, sin, key, value, kv_lens=lens,
+                                                             kv_start=start, splits=splits), key, value))
+        cases += 1
+        if not all(torch.equal(a, b) for a, b in zip(*outs)):
+            mismatches.append(f"{dtype} splits {splits}")
     decode_module.OWNER_LOAD_V_WITH_K = True
     results["owner_check"] = {"cases": cases, "mismatches": mismatches}
     log(f"owner V with K: {cases - len(mismatches)}/{cases} bitwise equal; {mismatches}")
