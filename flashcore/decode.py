@@ -35,6 +35,11 @@ DECODE_LOAD_V_WITH_K = False
 # pipeliner: loading its V beside its K saves one memory round trip on that split's path, which every layer waits
 # for (the merge needs every split).
 OWNER_LOAD_V_WITH_K = True
+# The split kernel's launch on a GPU. Block sizes and split counts were swept (probe run16: none passes 83% of the
+# copy rate at 32K); warps and pipeline stages were not. Nsight Compute (run35) has the kernel at 2 CTAs of 4 warps
+# an SM, at 78% of DRAM peak at 32K, as cuDNN's. dev_probe.py part warps is their sweep.
+DECODE_NUM_WARPS = 4
+DECODE_NUM_STAGES = 3
 MAX_SPLITS = 64
 # Called from Python, a decode step at a short cache is bound by the host's time, not the device's: there the default
 # is one split, which writes the output itself (one launch, no merge). Measured on the H200 at 512 (probe run31):
@@ -373,9 +378,10 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
                      value.stride(0), value.stride(1), value.stride(2), value.stride(3),
                      0 if cos is None else cos.stride(0), *out_strides)
     block_n, load_v_with_k, owner_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K, OWNER_LOAD_V_WITH_K
+    num_warps, num_stages = DECODE_NUM_WARPS, (DECODE_NUM_STAGES if on_gpu else 1)
     stride_key = int_key(split_strides)
     split_key = None if stride_key is None else (
-        query.dtype, out.dtype, group, head_dim, block_n, load_v_with_k, owner_v_with_k,
+        query.dtype, out.dtype, group, head_dim, block_n, load_v_with_k, owner_v_with_k, num_warps, num_stages,
         kv_lens is not None, kv_start is not None, rope is not None, stride_key,
         pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start),
         pointer_key(cos), pointer_key(sin), pointer_key(out))
@@ -390,7 +396,7 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
                      HAS_KV_START=kv_start is not None,
                      DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # tf32: unused for 16-bit
                      LOAD_V_WITH_K=load_v_with_k, OWNER_LOAD_V_WITH_K=owner_v_with_k, ROPE=rope is not None,
-                     num_warps=4, num_stages=3 if on_gpu else 1))
+                     num_warps=num_warps, num_stages=num_stages))
     merge_key = merge_ints = None
     if not single_split:
         out_stride_key = int_key(out_strides)
@@ -448,7 +454,7 @@ def _plan_signature(query, key, value, kv_lens, kv_start, scale, splits, out):
             None if kv_lens is None else (kv_lens.shape, kv_lens.stride(), kv_lens.dtype, kv_lens.device),
             None if kv_start is None else (kv_start.shape, kv_start.stride(), kv_start.dtype, kv_start.device),
             None if out is None else (out.shape, out.stride(), out.dtype, out.device),
-            scale, splits, DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K)
+            scale, splits, DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K, DECODE_NUM_WARPS, DECODE_NUM_STAGES)
 
 
 def _aligned(*tensors):

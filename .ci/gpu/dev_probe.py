@@ -29,7 +29,8 @@ block in rope_decode_attention with its V loaded beside its K, against after the
 stages (the persistent one-row GEMV at 3-5 stages and 2-8 tile rows, with and without a norm prologue, beside the
 tiled launch and cuBLAS; the engine with the best norm setting), residual (the row kernel's residual read a tile
 ahead, and bare one-row launches through it: error, O with and without its residual, the engine A/B), prenorm
-(NORM_BEFORE_BATCH against the autotuned norm prologue at 2-16 rows: error, launches, the engine's batch sweep).
+(NORM_BEFORE_BATCH against the autotuned norm prologue at 2-16 rows: error, launches, the engine's batch sweep),
+warps (the decode split kernel's warps and stages at 32K and batch 8, then the engine with the best).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -753,6 +754,31 @@ if "prenorm" in parts:
     gemv_module.NORM_BEFORE_BATCH = False
     del model
     release()
+
+if "warps" in parts:
+    # The decode split kernel's warps and pipeline stages (DECODE_NUM_WARPS, DECODE_NUM_STAGES), never swept, where
+    # the misses are: 32K at batch 1 (81-83% of the copy rate) and 4K at batch 8 (a tie with SDPA), in graphs over
+    # rotated caches at a few split counts; then the engine at 2048 and 32K with the best setting against the default
+    import flashcore.decode as decode_module
+    defaults = decode_module.DECODE_NUM_WARPS, decode_module.DECODE_NUM_STAGES
+    grid = results["warps_grid"] = []
+    for warps, stages in ((4, 3), (4, 2), (4, 4), (8, 2), (8, 3), (8, 4)):
+        decode_module.DECODE_NUM_WARPS, decode_module.DECODE_NUM_STAGES = warps, stages
+        for batch, cache_len, splits_options in ((1, 32768, (33, 48, 64)), (8, 4096, (4, 6, 8))):
+            for r in kernel_bench.decode_tuning_rows(cache_len, bw, splits_options, batch=batch):
+                grid.append(dict(r, warps=warps, stages=stages))
+                log(f"warps {warps} stages {stages} B{batch} {cache_len:6d} splits {r['splits']:2d}: "
+                    f"{r['graph_us']:7.2f} us ({r['bandwidth_fraction']:.0%})")
+        save()
+    fastest = min((r for r in grid if r["cache_len"] == 32768), key=lambda r: r["graph_us"])
+    best = results["warps_best_32k"] = (fastest["warps"], fastest["stages"])
+    release()
+
+    def use_launch(warps, stages):
+        decode_module.DECODE_NUM_WARPS, decode_module.DECODE_NUM_STAGES = warps, stages
+    engine_alternated("warps", {f"{w} warps {st} stages": lambda w=w, st=st: use_launch(w, st)
+                                for w, st in dict.fromkeys((defaults, best))}, cache_lens=(2048, 32768))
+    decode_module.DECODE_NUM_WARPS, decode_module.DECODE_NUM_STAGES = defaults
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside
