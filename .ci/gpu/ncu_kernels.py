@@ -14,15 +14,15 @@ import collections
 import csv
 import sys
 
-import torch
-import torch.nn.functional as F
-
-from flashcore.decode import _splits_for, decode_attention
-from flashcore.ops.gemv import gemv
+# torch and flashcore are imported where the kernels run, so that summarize works on a machine with neither
 
 
 def gemv_calls():
-    """(label, call) for each 8B projection at M = 1: FlashCore as the engine launches it, then cuBLAS."""
+    """(label, call) for each 8B projection at M = 1: FlashCore with the engine's norm and SiLU fusions (O and down
+    without their residual), then cuBLAS without fusions."""
+    import torch
+    import torch.nn.functional as F
+    from flashcore.ops.gemv import gemv
     calls = []
     hidden = 4096
     shapes = (("O 4096x4096", 4096, 4096, {}), ("QKV 6144x4096 +norm", 6144, 4096, {"norm": True}),
@@ -41,6 +41,9 @@ def gemv_calls():
 
 def attention_calls():
     """(label, call) for decode attention: FlashCore (split and merge kernels) and SDPA(enable_gqa)."""
+    import torch
+    import torch.nn.functional as F
+    from flashcore.decode import _splits_for, decode_attention
     calls = []
     for batch, cache_len in ((1, 2048), (1, 32768), (8, 4096)):
         k = torch.randn(batch, 8, cache_len, 128, device="cuda", dtype=torch.float16)
@@ -63,7 +66,8 @@ SUMMARY_METRICS = ("Duration", "DRAM Throughput", "Memory Throughput", "Achieved
 
 
 def summarize(path):
-    """One line per profiled kernel from ncu's details page as CSV: the metrics that say what bounds it."""
+    """One line per profiled kernel from ncu's details page as CSV: the metrics that say what bounds it. Needs
+    neither torch nor a GPU."""
     metrics = collections.defaultdict(dict)
     names = {}
     with open(path) as f:
@@ -77,6 +81,7 @@ def summarize(path):
 
 
 def main():
+    import torch
     calls = gemv_calls() + attention_calls()
     for _ in range(3):  # compile, autotune, settle
         for _, call in calls:
