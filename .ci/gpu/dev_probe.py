@@ -713,6 +713,7 @@ if "prenorm" in parts:
     # at 2-16 rows: error, the engine's norm launches in turns, then the engine's batch sweep alternated twice
     import flashcore.ops.gemv as gemv_module
     from integration.timing import rotation_count, time_graphs_side_by_side_ms
+    norm_before_batch = gemv_module.NORM_BEFORE_BATCH
     gemv_module.NORM_BEFORE_BATCH = True
     checks = fused_gemv_checks((2, 4, 8))
     bad = [c for c in checks if not c["ok"]]
@@ -751,7 +752,7 @@ if "prenorm" in parts:
                 sweeps.append(dict(r, norm_first=on, repeat=repeat))
                 log(f"prenorm engine norm first {on} rep {repeat} batch {r['batch']:2d}: {r['ms_per_step']:.3f} ms")
             save()
-    gemv_module.NORM_BEFORE_BATCH = False
+    gemv_module.NORM_BEFORE_BATCH = norm_before_batch
     del model
     release()
 

@@ -10,11 +10,11 @@ Optional fusions remove the small kernels around each projection (each costs a l
 - ``residual``: y = residual + y, each rounded to the output dtype as ``residual + linear(x)`` would be.
 - ``activation="silu_mul"``: W is [gate; up] stacked ([2N, K]); y = silu(x·gateᵀ) * (x·upᵀ), rounded as
   ``act_fn(gate_proj(x)) * up_proj(x)`` is.
-Accumulation is fp32. Up to 8 rows reduce elementwise products (no padding of M to 16); 16-bit inputs with
-more rows use tl.dot. 16-bit weights take fixed launch configs measured on an H200: one row (batch-1 decode, the
+Accumulation is fp32. One row, and fp32 inputs, reduce elementwise products; 16-bit inputs of 2 or more rows
+use tl.dot (M padded to 16). 16-bit weights take fixed launch configs measured on an H200: one row (batch-1 decode, the
 case the floor is about) goes through a persistent kernel (_gemv_row_kernel, which reads and normalises x once per
 program) where all of K fits one block, and streaming_config otherwise (the down projection); batch_config serves
-more rows without a prologue; the rest is autotuned per shape over a pruned list.
+more rows (an RMSNorm runs first, as its own kernel); the rest is autotuned per shape over a pruned list.
 """
 import torch
 import triton
@@ -224,12 +224,15 @@ def streaming_config(k, has_norm):
     return triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": 1}, num_warps=4)
 
 
-# Launches of 2 to 32 16-bit rows with an RMSNorm prologue are autotuned (at batch_config's blocks the prologue ran
-# 1.2-1.5x slower than the plain launch, probe run24), and the autotuner's picks move between runs: at b1d651e every
+# Launches of 2 to 32 16-bit rows with an RMSNorm prologue were autotuned (at batch_config's blocks the prologue ran
+# 1.2-1.5x slower than the plain launch, probe run24), and the autotuner's picks moved between runs: at b1d651e every
 # engine batch above 1 ran 1.5-3% slower than at 50ca5c3 with no change to its kernels. NORM_BEFORE_BATCH normalises
-# x with ops.rms_norm first (one more small kernel; x is a few KB) and runs the plain batch_config launch. Unmeasured,
-# so off: dev_probe.py part prenorm is its A/B.
-NORM_BEFORE_BATCH = False
+# x with ops.rms_norm first (one more small kernel; x is a few KB) and runs the plain batch_config launch. Probe run38
+# (H200, graphs over rotated weights, 2-16 rows): QKV 19.3-20.5 us against the prologue's 22.3-23.4, gate/up 63.0-63.7
+# against 64.5-65.8, lm_head 246-253 against 253-262; the engine at 2048, alternated twice, batch 4 / 8 / 16 / 32
+# 4.74 / 5.04 / 5.59 / 6.71 ms against 4.83 / 5.15 / 5.74 / 7.36 (batch 1 unchanged, 4.23); 42/42 fused cases
+# within 2x F.linear's error.
+NORM_BEFORE_BATCH = True
 BATCH_BLOCK_K = 128
 BATCH_WAVES = 1.5  # programs per SM that batch_config aims for
 
@@ -242,8 +245,8 @@ def batch_config(n, k, sms):
     split of K leaves too few programs, as for the 1024-wide k/v outputs), and K split in 2 or 4 until the
     programs reach that (probe run23 timed it at 16 and 32 rows too: ahead of cuBLAS but for 6144x4096, 2-13%
     behind at every config tried). The autotuner's picks (single launches timed) moved between runs, up to 20%
-    slower. Launches with an RMSNorm prologue stay autotuned: at these 128-wide blocks they ran 1.2-1.5x slower than
-    without it (probe run24: the engine at batch 4 5.2-5.5 ms a step against the autotuned 4.75)."""
+    slower. An RMSNorm prologue does not suit these 128-wide blocks (1.2-1.5x slower than without it, probe run24):
+    see NORM_BEFORE_BATCH."""
     target = BATCH_WAVES * sms
     splits = [s for s in (1, 2, 4) if s == 1 or (n <= SPLIT_K_MAX_N and k >= s * BATCH_BLOCK_K * 2)]
     block_n = next((bn for bn in (64, 32) if triton.cdiv(n, bn) * splits[-1] >= target), 16)
