@@ -58,22 +58,25 @@ def test_fusions_round_like_the_unfused_ops(dtype, config, device):
     torch.testing.assert_close(in_place, expected, atol=tolerance, rtol=tolerance)
 
 
-@pytest.mark.parametrize("n, k", [(96, 200), (40, 4096)])
-def test_the_persistent_row_kernel_matches_the_streaming_one(n, k, device, monkeypatch):
-    """One 16-bit row through _gemv_row_kernel (several column tiles per program, the residual read a tile ahead),
-    with and without an RMSNorm prologue, every epilogue, against the tiled kernel at streaming_config's shape and
-    against F.linear's error."""
+@pytest.mark.parametrize("rows, n, k", [(1, 96, 200), (1, 40, 4096), (3, 40, 300), (8, 24, 4096)])
+def test_the_persistent_row_kernel_matches_the_streaming_one(rows, n, k, device, monkeypatch):
+    """16-bit rows through _gemv_row_kernel (several column tiles per program, the residual read a tile ahead; rows
+    padded to a power of two), with and without an RMSNorm prologue, every epilogue, against the tiled kernel with
+    all of K in one block and against F.linear's error."""
     import flashcore.ops.gemv as gemv_module
-    x = _randn(1, 2 * k, dtype=torch.float16, device=device)[:, ::2]
+    x = _randn(rows, 2 * k, dtype=torch.float16, device=device)[:, ::2]
     g = _randn(k, dtype=torch.float16, device=device)
     w = _randn(2 * n, k, dtype=torch.float16, device=device, scale=0.05)
-    residual = _randn(1, 2 * n, dtype=torch.float16, device=device)
+    residual = _randn(rows, 2 * n, dtype=torch.float16, device=device)
     calls = [dict(norm_weight=g), dict(norm_weight=g, activation="silu_mul"), dict(norm_weight=g, residual=residual),
              dict(), dict(activation="silu_mul"), dict(residual=residual)]
-    tiled = [gemv(x, w, config=(4, triton.next_power_of_2(k), 1), **kw) for kw in calls]
+    tiled = [gemv(x, w, config=(4 if rows == 1 else 16, triton.next_power_of_2(k), 1), **kw) for kw in calls]
     monkeypatch.setattr(gemv_module, "PERSISTENT_ROW", True)
     monkeypatch.setattr(gemv_module, "PERSISTENT_ROW_PLAIN", True)
+    monkeypatch.setattr(gemv_module, "PERSISTENT_ROWS", True)
     monkeypatch.setattr(gemv_module, "ROW_PROGRAMS_PER_SM", 3)
+    monkeypatch.setattr(gemv_module, "ROWS_LAUNCH", {m_pad: (2, 3, 3, 4) for m_pad in (2, 4, 8)})
+    assert gemv_module.row_launch(rows, k, True, False)[0] == triton.next_power_of_2(rows)
     for kw, expected in zip(calls, tiled):
         torch.testing.assert_close(gemv(x, w, **kw), expected, atol=2e-3, rtol=2e-3)
     for norm, expected in ((g, tiled[2]), (None, tiled[5])):

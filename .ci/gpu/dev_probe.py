@@ -30,7 +30,9 @@ stages (the persistent one-row GEMV at 3-5 stages and 2-8 tile rows, with and wi
 tiled launch and cuBLAS; the engine with the best norm setting), residual (the row kernel's residual read a tile
 ahead, and bare one-row launches through it: error, O with and without its residual, the engine A/B), prenorm
 (NORM_BEFORE_BATCH against the autotuned norm prologue at 2-16 rows: error, launches, the engine's batch sweep),
-warps (the decode split kernel's warps and stages at 32K and batch 8, then the engine with the best).
+warps (the decode split kernel's warps and stages at 32K and batch 8, then the engine with the best), rows (2-8
+rows through the persistent row GEMV against batch_config's launch and cuBLAS: error, a grid, the engine's batch
+sweep).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -780,6 +782,87 @@ if "warps" in parts:
     engine_alternated("warps", {f"{w} warps {st} stages": lambda w=w, st=st: use_launch(w, st)
                                 for w, st in dict.fromkeys((defaults, best))}, cache_lens=(2048, 32768))
     decode_module.DECODE_NUM_WARPS, decode_module.DECODE_NUM_STAGES = defaults
+
+if "rows" in parts:
+    # 2-8 rows through the persistent row kernel (PERSISTENT_ROWS) against batch_config's tensor-core launch (norms
+    # first, NORM_BEFORE_BATCH) and cuBLAS: error, a grid of (tile rows, programs an SM, warps) per row count over the
+    # engine's shapes, in turns; then the engine's batch sweep with each row count's best setting, alternated twice
+    import flashcore.ops.gemv as gemv_module
+    from integration.timing import rotation_count, time_graphs_side_by_side_ms
+    defaults = gemv_module.PERSISTENT_ROWS, dict(gemv_module.ROWS_LAUNCH)
+    gemv_module.PERSISTENT_ROWS = True
+    checks = fused_gemv_checks((2, 3, 4, 8))
+    bad = [c for c in checks if not c["ok"]]
+    results["rows_check"] = {"cases": len(checks), "failed": bad}
+    log(f"rows: {len(checks) - len(bad)}/{len(checks)} within 2x F.linear's error; {bad}")
+    shapes = {"1024 bare": (1024, 4096, {}), "o bare": (4096, 4096, {}), "6144 bare": (6144, 4096, {}),
+              "28672 bare": (28672, 4096, {}), "qkv+norm": (6144, 4096, dict(norm=True)),
+              "gate_up+norm+silu": (28672, 4096, dict(norm=True, activation="silu_mul"))}
+    smem_limit = 220 * 1024
+    grid = results["rows_grid"] = []
+    for name, (n, k, fusion) in shapes.items():
+        copies = rotation_count(n * k * 2, limit=8)
+        weights = [torch.randn(n, k, dtype=torch.float16, device="cuda") * 0.02 for _ in range(copies)]
+        g = torch.rand(k, dtype=torch.float16, device="cuda") + 0.5
+        silu = "activation" in fusion
+        kw = dict(norm_weight=g if fusion.get("norm") else None, activation=fusion.get("activation"))
+        for m in (2, 4, 8):
+            x = torch.randn(m, k, dtype=torch.float16, device="cuda")
+            out = torch.zeros(m, n // 2 if silu else n, dtype=torch.float16, device="cuda")
+
+            def launches(setting):
+                def run():
+                    gemv_module.PERSISTENT_ROWS = setting is not None
+                    if setting is not None:
+                        gemv_module.ROWS_LAUNCH[m] = setting
+                    for w in weights:
+                        gemv(x, w, out=out, **kw)
+                return run
+            fns = {"batch": launches(None)}
+            for bn in (1, 2):
+                for p in (1, 2):
+                    for warps in ((4, 8) if m < 8 else (8, 16)):
+                        if bn * k * 2 * (2 if silu else 1) * 2 * p <= smem_limit:
+                            fns[f"row bn{bn} p{p} w{warps}"] = launches((bn, p, 3, warps))
+            if not fusion:
+                fns["cublas"] = lambda: [torch.mm(x, w.t(), out=out) for w in weights]
+            for fn in fns.values():
+                fn()  # compile outside the capture
+            timed = time_graphs_side_by_side_ms(fns, copies, repeats=5)
+            us = {label: t["ms"] * 1e3 for label, t in timed.items()}
+            grid.append({"shape": name, "M": m, "us": us})
+            best = min(us, key=us.get)
+            log(f"rows {name} M{m}: " + ", ".join(f"{label} {t:.2f}" for label, t in sorted(us.items(),
+                                                                                       key=lambda kv: kv[1])[:4])
+                + f" | batch {us['batch']:.2f}" + (f", cublas {us['cublas']:.2f}" if not fusion else "")
+                + f" | best {best} at {n * k * 2 / bw / us[best] * 1e6:.0%}")
+        save()
+        del weights
+    release()
+
+    def parse(label):  # "row bn2 p1 w8" -> (2, 1, 3, 8)
+        bn, p, w = (int(part[2:] if part.startswith("bn") else part[1:]) for part in label.split()[1:])
+        return bn, p, 3, w
+    best_launch = {}
+    for m in (2, 4, 8):
+        cells = [r["us"] for r in grid if r["M"] == m]
+        labels = [label for label in cells[0] if label.startswith("row") and all(label in c for c in cells)]
+        best_launch[m] = parse(min(labels, key=lambda label: sum(c[label] for c in cells)))
+    results["rows_best"] = {str(m): v for m, v in best_launch.items()}
+    log("rows best settings", best_launch)
+    model = llama31_8b(dtype=torch.float16)
+    sweeps = results["rows_batch_sweep"] = []
+    for repeat in range(2):
+        for on in (False, True):
+            gemv_module.PERSISTENT_ROWS = on
+            gemv_module.ROWS_LAUNCH.update(best_launch)
+            for r in bench.batch_sweep(model, [1, 2, 4, 8], 2048, bw):
+                sweeps.append(dict(r, rows_kernel=on, repeat=repeat))
+                log(f"rows engine row kernel {on} rep {repeat} batch {r['batch']:2d}: {r['ms_per_step']:.3f} ms")
+            save()
+    gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_LAUNCH = defaults[0], defaults[1]
+    del model
+    release()
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside

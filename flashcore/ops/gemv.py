@@ -139,43 +139,66 @@ def _gemv_kernel(
 @triton.jit
 def _gemv_row_kernel(
     X, W, Out, NormWeight, Residual,
-    N, K, stride_xk, stride_wn, eps,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr,
-    STAGES: tl.constexpr,
+    M, N, K, stride_xm, stride_xk, stride_wn, stride_om, stride_rm, eps,
+    M_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_NORM: tl.constexpr,
+    EPILOGUE: tl.constexpr, STAGES: tl.constexpr,
 ):
-    """One row, persistent: each program reads (and normalises) x once, keeps it in registers, and streams
-    column tiles of W in a grid-stride loop, so the row's fixed costs are paid per program, not per tile.
-    BLOCK_K holds all of K. It rounds as _gemv_kernel does for one row with all of K in one block (the order of
-    the fp32 sums may differ)."""
+    """A few rows, persistent: each program reads (and normalises) x once, keeps it in registers, and streams
+    column tiles of W in a grid-stride loop, so the rows' fixed costs are paid per program, not per tile.
+    BLOCK_K holds all of K. It rounds as _gemv_kernel does with elementwise products and all of K in one block (the
+    order of the fp32 sums may differ)."""
     offs_k = tl.arange(0, BLOCK_K)
     mask_k = offs_k < K
-    x = tl.load(X + offs_k * stride_xk, mask=mask_k, other=0.0)
-    if HAS_NORM:
+    offs_m = tl.arange(0, M_PAD)
+    mask_m = offs_m < M
+    if M_PAD == 1:  # one row as a vector: the layout the batch-1 launches were tuned with
+        x = tl.load(X + offs_k * stride_xk, mask=mask_k, other=0.0)
+        if HAS_NORM:
+            x32 = x.to(tl.float32)
+            rstd = tl.math.rsqrt(tl.sum(x32 * x32, 0) / K + eps)
+            g = tl.load(NormWeight + offs_k, mask=mask_k, other=0.0)
+            x = ((x32 * rstd).to(x.dtype).to(tl.float32) * g.to(tl.float32)).to(x.dtype)
+        x32 = x.to(tl.float32)[None, :]
+    else:
+        x = tl.load(X + offs_m[:, None].to(tl.int64) * stride_xm + offs_k[None, :] * stride_xk,
+                    mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        if HAS_NORM:
+            x32 = x.to(tl.float32)
+            rstd = tl.math.rsqrt(tl.sum(x32 * x32, 1) / K + eps)
+            g = tl.load(NormWeight + offs_k, mask=mask_k, other=0.0)
+            x = ((x32 * rstd[:, None]).to(x.dtype).to(tl.float32) * g[None, :].to(tl.float32)).to(x.dtype)
         x32 = x.to(tl.float32)
-        rstd = tl.math.rsqrt(tl.sum(x32 * x32, 0) / K + eps)
-        g = tl.load(NormWeight + offs_k, mask=mask_k, other=0.0)
-        x = ((x32 * rstd).to(x.dtype).to(tl.float32) * g.to(tl.float32)).to(x.dtype)
-    x32 = x.to(tl.float32)[None, :]
-    offs_m = tl.arange(0, 1)
     programs = tl.num_programs(0)
     # A residual is read one tile ahead: loaded where the epilogue uses it, its L2 round trip would stall every
     # tile of the loop (the weight tiles are pipelined, it is not)
     offs_first = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    residual_next = _residual_tile(Residual, offs_m, offs_first, (offs_first < N)[None, :], 0, EPILOGUE)
+    residual_next = _residual_tile(Residual, offs_m, offs_first, mask_m[:, None] & (offs_first < N)[None, :],
+                                   stride_rm, EPILOGUE)
     for tile in tl.range(tl.program_id(0), tl.cdiv(N, BLOCK_N), programs, num_stages=STAGES):
         offs_n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
         residual = residual_next
         offs_next = offs_n + programs * BLOCK_N
-        residual_next = _residual_tile(Residual, offs_m, offs_next, (offs_next < N)[None, :], 0, EPILOGUE)
+        residual_next = _residual_tile(Residual, offs_m, offs_next, mask_m[:, None] & (offs_next < N)[None, :],
+                                       stride_rm, EPILOGUE)
         mask_nk = (offs_n < N)[:, None] & mask_k[None, :]
         w = tl.load(W + offs_n[:, None].to(tl.int64) * stride_wn + offs_k[None, :], mask=mask_nk, other=0.0)
-        acc = tl.sum(w.to(tl.float32) * x32, 1)[None, :]
+        acc = _tile_products(x32, w, M_PAD)
         acc_up = acc
         if EPILOGUE == 2:
             w_up = tl.load(W + (offs_n + N)[:, None].to(tl.int64) * stride_wn + offs_k[None, :], mask=mask_nk,
                            other=0.0)
-            acc_up = tl.sum(w_up.to(tl.float32) * x32, 1)[None, :]
-        _epilogue_store(acc, acc_up, residual, Out, offs_m, offs_n, (offs_n < N)[None, :], 0, EPILOGUE)
+            acc_up = _tile_products(x32, w_up, M_PAD)
+        _epilogue_store(acc, acc_up, residual, Out, offs_m, offs_n, mask_m[:, None] & (offs_n < N)[None, :],
+                        stride_om, EPILOGUE)
+
+
+@triton.jit
+def _tile_products(x32, w, M_PAD: tl.constexpr):
+    """[M_PAD, BLOCK_N] fp32 sums of x32 [M_PAD, K] (fp32) times w [BLOCK_N, K], elementwise then reduced."""
+    if M_PAD == 1:
+        return tl.sum(w.to(tl.float32) * x32, 1)[None, :]
+    else:
+        return tl.sum(x32[:, None, :] * w.to(tl.float32)[None, :, :], 2)
 
 
 # The persistent one-row kernel (_gemv_row_kernel) serves 16-bit rows with K up to ROW_MAX_K (all but the down
@@ -195,6 +218,25 @@ ROW_MAX_K = 4096
 ROW_BLOCK_N = 2
 ROW_PROGRAMS_PER_SM = 2
 ROW_STAGES = 3  # [gate; up] tiles need twice the shared memory a stage: 4-row tiles fit 4 stages, 8-row ones 2
+# 2 to ROWS_MAX 16-bit rows (batch decode) through the same kernel, in place of batch_config's tensor-core launch:
+# unmeasured, so off. Rows padded to a power of two -> (BLOCK_N, programs per SM, stages, warps): x stays in
+# registers as fp32, so more rows take narrower tiles and more warps.
+PERSISTENT_ROWS = False
+ROWS_MAX = 8
+ROWS_LAUNCH = {2: (2, 2, 3, 4), 4: (1, 2, 3, 4), 8: (1, 2, 3, 8)}
+
+
+def row_launch(rows, k, sixteen_bit, has_norm):
+    """(M_PAD, BLOCK_N, programs per SM, stages, warps) of the persistent row kernel for a call, or None where the
+    tiled kernel serves it."""
+    if not sixteen_bit or k > ROW_MAX_K:
+        return None
+    if rows == 1 and (PERSISTENT_ROW if has_norm else PERSISTENT_ROW_PLAIN):
+        return 1, ROW_BLOCK_N, ROW_PROGRAMS_PER_SM, ROW_STAGES, 4
+    if 2 <= rows <= ROWS_MAX and PERSISTENT_ROWS:
+        m_pad = triton.next_power_of_2(rows)
+        return (m_pad, *ROWS_LAUNCH[m_pad])
+    return None
 
 
 MAX_SPLIT_K = 4
@@ -373,7 +415,9 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
     # rounding error stays near cuBLAS's (a dot accumulates K sequentially: about 5x the error at K = 4096).
     use_dot = rows >= 2 and x.dtype != torch.float32
     m_pad = max(16, triton.next_power_of_2(rows)) if use_dot else triton.next_power_of_2(rows)
-    if NORM_BEFORE_BATCH and use_dot and norm_weight is not None and config is None and x.stride(1) == 1:
+    row = None if config is not None else row_launch(rows, k, x.element_size() == 2, norm_weight is not None)
+    if NORM_BEFORE_BATCH and use_dot and row is None and norm_weight is not None and config is None \
+            and x.stride(1) == 1:
         x, norm_weight = rms_norm(x, norm_weight, eps), None  # rounded as the prologue rounds
     if workspace is None:
         workspace = _default_workspace(x.device, m_pad)
@@ -391,9 +435,8 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         stride_rm=residual.stride(0) if residual is not None else 0,
         eps=eps, M_PAD=m_pad, HAS_NORM=norm_weight is not None, EPILOGUE=epilogue, USE_DOT=use_dot,
     )
-    if config is None and rows == 1 and x.element_size() == 2 and k <= ROW_MAX_K \
-            and (PERSISTENT_ROW if norm_weight is not None else PERSISTENT_ROW_PLAIN):
-        _launch_row(args, ROW_BLOCK_N, ROW_PROGRAMS_PER_SM, ROW_STAGES)
+    if row is not None:
+        _launch_row(args, *row)
         return out
     if config is None and x.device.type == "cuda":
         _gemv_autotuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])](**args)
@@ -412,7 +455,7 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
     return out
 
 
-def _launch_row(args, block_n, programs_per_sm, stages):
+def _launch_row(args, m_pad, block_n, programs_per_sm, stages, num_warps):
     """_gemv_row_kernel over gemv's argument dict: at most programs_per_sm programs per SM, each taking every
     programs-th tile of block_n columns."""
     n, k = args["N"], args["K"]
@@ -420,6 +463,7 @@ def _launch_row(args, block_n, programs_per_sm, stages):
     programs = min(tiles, programs_per_sm * sm_count(args["X"].device))
     _gemv_row_kernel[(programs,)](
         args["X"], args["W"], args["Out"], args["NormWeight"], args["Residual"],
-        n, k, args["stride_xk"], args["stride_wn"], args["eps"],
-        BLOCK_N=block_n, BLOCK_K=triton.next_power_of_2(k), HAS_NORM=args["HAS_NORM"], EPILOGUE=args["EPILOGUE"],
-        STAGES=stages, num_warps=4)
+        args["M"], n, k, args["stride_xm"], args["stride_xk"], args["stride_wn"], args["stride_om"],
+        args["stride_rm"], args["eps"],
+        M_PAD=m_pad, BLOCK_N=block_n, BLOCK_K=triton.next_power_of_2(k), HAS_NORM=args["HAS_NORM"],
+        EPILOGUE=args["EPILOGUE"], STAGES=stages, num_warps=num_warps)
