@@ -61,8 +61,8 @@ def test_fusions_round_like_the_unfused_ops(dtype, config, device):
 @pytest.mark.parametrize("rows, n, k", [(1, 96, 200), (1, 40, 4096), (3, 40, 300), (8, 24, 4096)])
 def test_the_persistent_row_kernel_matches_the_streaming_one(rows, n, k, device, monkeypatch):
     """16-bit rows through _gemv_row_kernel (several column tiles per program, the residual read a tile ahead; rows
-    padded to a power of two), with and without an RMSNorm prologue, every epilogue, against the tiled kernel with
-    all of K in one block and against F.linear's error."""
+    padded to a power of two; more rows than the default ROWS_MAX), with and without an RMSNorm prologue, every
+    epilogue, against the tiled kernel and against F.linear's error."""
     import flashcore.ops.gemv as gemv_module
     x = _randn(rows, 2 * k, dtype=torch.float16, device=device)[:, ::2]
     g = _randn(k, dtype=torch.float16, device=device)
@@ -70,11 +70,13 @@ def test_the_persistent_row_kernel_matches_the_streaming_one(rows, n, k, device,
     residual = _randn(rows, 2 * n, dtype=torch.float16, device=device)
     calls = [dict(norm_weight=g), dict(norm_weight=g, activation="silu_mul"), dict(norm_weight=g, residual=residual),
              dict(), dict(activation="silu_mul"), dict(residual=residual)]
-    tiled = [gemv(x, w, config=(4 if rows == 1 else 16, triton.next_power_of_2(k), 1), **kw) for kw in calls]
+    tiled = [gemv(x, w, config=(4, triton.next_power_of_2(k), 1) if rows == 1 else (16, 256, 1), **kw)
+             for kw in calls]
     monkeypatch.setattr(gemv_module, "PERSISTENT_ROW", True)
     monkeypatch.setattr(gemv_module, "PERSISTENT_ROW_PLAIN", True)
     monkeypatch.setattr(gemv_module, "PERSISTENT_ROWS", True)
     monkeypatch.setattr(gemv_module, "ROW_PROGRAMS_PER_SM", 3)
+    monkeypatch.setattr(gemv_module, "ROWS_MAX", 8)
     monkeypatch.setattr(gemv_module, "ROWS_LAUNCH", {m_pad: (2, 3, 3, 4) for m_pad in (2, 4, 8)})
     assert gemv_module.row_launch(rows, k, True, False)[0] == triton.next_power_of_2(rows)
     for kw, expected in zip(calls, tiled):

@@ -789,8 +789,8 @@ if "rows" in parts:
     # engine's shapes, in turns; then the engine's batch sweep with each row count's best setting, alternated twice
     import flashcore.ops.gemv as gemv_module
     from integration.timing import rotation_count, time_graphs_side_by_side_ms
-    defaults = gemv_module.PERSISTENT_ROWS, dict(gemv_module.ROWS_LAUNCH)
-    gemv_module.PERSISTENT_ROWS = True
+    defaults = gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_MAX, dict(gemv_module.ROWS_LAUNCH)
+    gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_MAX = True, 8
     checks = fused_gemv_checks((2, 3, 4, 8))
     bad = [c for c in checks if not c["ok"]]
     results["rows_check"] = {"cases": len(checks), "failed": bad}
@@ -860,7 +860,7 @@ if "rows" in parts:
                 sweeps.append(dict(r, rows_kernel=on, repeat=repeat))
                 log(f"rows engine row kernel {on} rep {repeat} batch {r['batch']:2d}: {r['ms_per_step']:.3f} ms")
             save()
-    gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_LAUNCH = defaults[0], defaults[1]
+    gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_MAX, gemv_module.ROWS_LAUNCH = defaults
     del model
     release()
 
