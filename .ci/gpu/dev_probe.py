@@ -32,7 +32,7 @@ ahead, and bare one-row launches through it: error, O with and without its resid
 (NORM_BEFORE_BATCH against the autotuned norm prologue at 2-16 rows: error, launches, the engine's batch sweep),
 warps (the decode split kernel's warps and stages at 32K and batch 8, then the engine with the best), rows (2-8
 rows through the persistent row GEMV against batch_config's launch and cuBLAS: error, a grid, the engine's batch
-sweep).
+sweep), rows2 (two rows through the row GEMV shape by shape, bare and fused, against batch_config and cuBLAS).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -45,6 +45,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+import triton
 
 import flashcore  # noqa: F401
 from flashcore.decode import decode_attention
@@ -213,7 +214,6 @@ if "check" in parts:
 
 if "host" in parts:
     import timeit
-    import triton
     import triton.language as tl
     from flashcore.decode import DecodeWorkspace
     from flashcore._validate import check_attention_call
@@ -491,6 +491,55 @@ def fused_gemv_checks(rows):
                 checks.append({"shape": f"{n}x{k}", "M": m, "fusion": fusion, "dtype": str(dtype), "err": err,
                                "torch_err": torch_err, "ok": within_rule(err, torch_err)})
     return checks
+
+
+def row_kernel_grid(label, shapes, row_counts, settings_for, repeats):
+    """Each shape (name -> (N, K, fusion: norm, activation, residual)) at each row count through batch_config's
+    launch, the persistent row kernel at each of settings_for(rows) ((BLOCK_N, programs an SM, stages, warps) that
+    fit the shared memory) and, bare, cuBLAS: graphs over rotated weights, in turns. The caller sets PERSISTENT_ROWS
+    and ROWS_MAX and restores them with ROWS_LAUNCH."""
+    import flashcore.ops.gemv as gemv_module
+    from integration.timing import rotation_count, time_graphs_side_by_side_ms
+    smem_limit = 220 * 1024
+    grid = []
+    for name, (n, k, fusion) in shapes.items():
+        copies = rotation_count(n * k * 2, limit=8)
+        weights = [torch.randn(n, k, dtype=torch.float16, device="cuda") * 0.02 for _ in range(copies)]
+        g = torch.rand(k, dtype=torch.float16, device="cuda") + 0.5
+        silu = "activation" in fusion
+        for m in row_counts:
+            x = torch.randn(m, k, dtype=torch.float16, device="cuda")
+            out = torch.zeros(m, n // 2 if silu else n, dtype=torch.float16, device="cuda")
+            kw = dict(norm_weight=g if fusion.get("norm") else None, activation=fusion.get("activation"),
+                      residual=out if fusion.get("residual") else None)  # in place, as the engine adds it
+
+            def launches(setting, m=m, x=x, out=out, kw=kw):
+                def run():
+                    gemv_module.PERSISTENT_ROWS = setting is not None
+                    if setting is not None:
+                        gemv_module.ROWS_LAUNCH[triton.next_power_of_2(m)] = setting
+                    for w in weights:
+                        gemv(x, w, out=out, **kw)
+                return run
+            fns = {"batch": launches(None)}
+            for bn, p, stages, warps in settings_for(m):
+                if bn * k * 2 * (2 if silu else 1) * (stages - 1) * p <= smem_limit:
+                    fns[f"row bn{bn} p{p} w{warps}"] = launches((bn, p, stages, warps))
+            if not fusion:
+                fns["cublas"] = lambda x=x, out=out: [torch.mm(x, w.t(), out=out) for w in weights]
+            for fn in fns.values():
+                fn()  # compile outside the capture
+            timed = time_graphs_side_by_side_ms(fns, copies, repeats=repeats)
+            us = {launch: t["ms"] * 1e3 for launch, t in timed.items()}
+            grid.append({"shape": name, "M": m, "us": us})
+            best = min(us, key=us.get)
+            log(f"{label} {name} M{m}: " + ", ".join(f"{launch} {t:.2f}" for launch, t in sorted(us.items(),
+                                                                                             key=lambda kv: kv[1])[:4])
+                + f" | batch {us['batch']:.2f}" + (f", cublas {us['cublas']:.2f}" if not fusion else "")
+                + f" | best {best} at {n * k * 2 / bw / us[best] * 1e6:.0%}")
+        save()
+        del weights
+    return grid
 
 
 if "m1" in parts:
@@ -788,7 +837,6 @@ if "rows" in parts:
     # first, NORM_BEFORE_BATCH) and cuBLAS: error, a grid of (tile rows, programs an SM, warps) per row count over the
     # engine's shapes, in turns; then the engine's batch sweep with each row count's best setting, alternated twice
     import flashcore.ops.gemv as gemv_module
-    from integration.timing import rotation_count, time_graphs_side_by_side_ms
     defaults = gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_MAX, dict(gemv_module.ROWS_LAUNCH)
     gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_MAX = True, 8
     checks = fused_gemv_checks((2, 3, 4, 8))
@@ -798,46 +846,9 @@ if "rows" in parts:
     shapes = {"1024 bare": (1024, 4096, {}), "o bare": (4096, 4096, {}), "6144 bare": (6144, 4096, {}),
               "28672 bare": (28672, 4096, {}), "qkv+norm": (6144, 4096, dict(norm=True)),
               "gate_up+norm+silu": (28672, 4096, dict(norm=True, activation="silu_mul"))}
-    smem_limit = 220 * 1024
-    grid = results["rows_grid"] = []
-    for name, (n, k, fusion) in shapes.items():
-        copies = rotation_count(n * k * 2, limit=8)
-        weights = [torch.randn(n, k, dtype=torch.float16, device="cuda") * 0.02 for _ in range(copies)]
-        g = torch.rand(k, dtype=torch.float16, device="cuda") + 0.5
-        silu = "activation" in fusion
-        kw = dict(norm_weight=g if fusion.get("norm") else None, activation=fusion.get("activation"))
-        for m in (2, 4, 8):
-            x = torch.randn(m, k, dtype=torch.float16, device="cuda")
-            out = torch.zeros(m, n // 2 if silu else n, dtype=torch.float16, device="cuda")
-
-            def launches(setting):
-                def run():
-                    gemv_module.PERSISTENT_ROWS = setting is not None
-                    if setting is not None:
-                        gemv_module.ROWS_LAUNCH[m] = setting
-                    for w in weights:
-                        gemv(x, w, out=out, **kw)
-                return run
-            fns = {"batch": launches(None)}
-            for bn in (1, 2):
-                for p in (1, 2):
-                    for warps in ((4, 8) if m < 8 else (8, 16)):
-                        if bn * k * 2 * (2 if silu else 1) * 2 * p <= smem_limit:
-                            fns[f"row bn{bn} p{p} w{warps}"] = launches((bn, p, 3, warps))
-            if not fusion:
-                fns["cublas"] = lambda: [torch.mm(x, w.t(), out=out) for w in weights]
-            for fn in fns.values():
-                fn()  # compile outside the capture
-            timed = time_graphs_side_by_side_ms(fns, copies, repeats=5)
-            us = {label: t["ms"] * 1e3 for label, t in timed.items()}
-            grid.append({"shape": name, "M": m, "us": us})
-            best = min(us, key=us.get)
-            log(f"rows {name} M{m}: " + ", ".join(f"{label} {t:.2f}" for label, t in sorted(us.items(),
-                                                                                       key=lambda kv: kv[1])[:4])
-                + f" | batch {us['batch']:.2f}" + (f", cublas {us['cublas']:.2f}" if not fusion else "")
-                + f" | best {best} at {n * k * 2 / bw / us[best] * 1e6:.0%}")
-        save()
-        del weights
+    grid = results["rows_grid"] = row_kernel_grid(
+        "rows", shapes, (2, 4, 8), lambda m: [(bn, p, 3, warps) for bn in (1, 2) for p in (1, 2)
+                                              for warps in ((4, 8) if m < 8 else (8, 16))], repeats=5)
     release()
 
     def parse(label):  # "row bn2 p1 w8" -> (2, 1, 3, 8)
@@ -862,6 +873,23 @@ if "rows" in parts:
             save()
     gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_MAX, gemv_module.ROWS_LAUNCH = defaults
     del model
+    release()
+
+if "rows2" in parts:
+    # Two rows shape by shape: every bare GEMV of notebook 04's table with K up to 4096 and the engine's fused
+    # launches, the row kernel at its setting and two neighbours against batch_config's launch and cuBLAS (at
+    # acff090 the bare wide shapes ran slower through the row kernel than batch_config had)
+    import flashcore.ops.gemv as gemv_module
+    defaults = gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_MAX, dict(gemv_module.ROWS_LAUNCH)
+    gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_MAX = True, 2
+    shapes = {f"{n}x{k} bare": (n, k, {}) for n, k in ((1024, 4096), (4096, 4096), (6144, 4096), (14336, 4096),
+                                                         (28672, 4096), (128256, 4096))}
+    shapes.update({"qkv+norm": (6144, 4096, dict(norm=True)), "o+residual": (4096, 4096, dict(residual=True)),
+                   "gate_up+norm+silu": (28672, 4096, dict(norm=True, activation="silu_mul")),
+                   "lm_head+norm": (128256, 4096, dict(norm=True))})
+    results["rows2_grid"] = row_kernel_grid("rows2", shapes, (2,), lambda m: [(2, 2, 3, 4), (2, 2, 3, 8),
+                                                                              (1, 2, 3, 4)], repeats=10)
+    gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_MAX, gemv_module.ROWS_LAUNCH = defaults
     release()
 
 if "python" in parts:
