@@ -59,7 +59,7 @@ def test_fusions_round_like_the_unfused_ops(dtype, config, device):
 
 
 @pytest.mark.parametrize("rows, n, k", [(1, 96, 200), (1, 40, 4096), (3, 40, 300), (8, 24, 4096)])
-def test_the_persistent_row_kernel_matches_the_streaming_one(rows, n, k, device, monkeypatch):
+def test_the_persistent_row_kernel_matches_the_tiled_one(rows, n, k, device, monkeypatch):
     """16-bit rows through _gemv_row_kernel (several column tiles per program, the residual read a tile ahead; rows
     padded to a power of two; more rows than the default ROWS_MAX), with and without an RMSNorm prologue, every
     epilogue, against the tiled kernel and against F.linear's error."""

@@ -11,10 +11,11 @@ Optional fusions remove the small kernels around each projection (each costs a l
 - ``activation="silu_mul"``: W is [gate; up] stacked ([2N, K]); y = silu(x·gateᵀ) * (x·upᵀ), rounded as
   ``act_fn(gate_proj(x)) * up_proj(x)`` is.
 Accumulation is fp32. One row, and fp32 inputs, reduce elementwise products; 16-bit inputs of 2 or more rows
-use tl.dot (M padded to 16). 16-bit weights take fixed launch configs measured on an H200: one row (batch-1 decode, the
-case the floor is about) goes through a persistent kernel (_gemv_row_kernel, which reads and normalises x once per
-program) where all of K fits one block, and streaming_config otherwise (the down projection); two rows take the
-same persistent kernel; batch_config serves more rows (an RMSNorm runs first, as its own kernel); the rest is autotuned per shape over a pruned list.
+use tl.dot (M padded to 16). 16-bit weights take fixed launch configs measured on an H200: one row (batch-1
+decode, the case the floor is about) goes through a persistent kernel (_gemv_row_kernel, which reads and
+normalises x once per program) where all of K fits one block, and streaming_config otherwise (the down
+projection); two rows take the same persistent kernel; batch_config serves more rows (an RMSNorm runs first, as
+its own kernel); the rest is autotuned per shape over a pruned list.
 """
 import torch
 import triton
@@ -224,7 +225,9 @@ ROW_STAGES = 3  # [gate; up] tiles need twice the shared memory a stage: 4-row t
 # engine shape (QKV with its norm 17.4 us against 18.9, gate/up with norm and SiLU 62.2 against 63.7, 1024x4096 6.3
 # against 7.9, 6144x4096 16.1 against 16.3, cuBLAS 16.1; 28672x4096 a tie) and the engine's batch-2 step takes
 # 4.55-4.56 ms against 4.61-4.63. At 4 rows it loses on 4 of 6 shapes and the engine's step by 0.2 ms; at 8 rows
-# (x alone fills 128 registers a thread) it runs 2-2.5x slower. So 2 rows only.
+# (x alone fills 128 registers a thread) it runs 2-2.5x slower. So 2 rows only. Notebook 04 at acff090 then had the
+# bare wide shapes at 2 rows slower than batch_config had been (14336x4096 32.3 us against 31.2, behind cuBLAS's
+# 32.0; lm_head 240.0 against 235.1), shapes run40 never timed bare: dev_probe part rows2 compares them one by one.
 PERSISTENT_ROWS = True
 ROWS_MAX = 2
 ROWS_LAUNCH = {2: (2, 2, 3, 4)}
