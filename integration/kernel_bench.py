@@ -223,9 +223,11 @@ def gemv_rows(bandwidth, shapes=GEMV_SHAPES_8B, rows_m=(1, 2, 4, 8), dtype=torch
                 "cublas": _rotating([lambda w=w: torch.mm(x, w.t(), out=out) for w in weights])}, copies)
             ours, theirs = timed["ours"]["ms"], timed["cublas"]["ms"]
             floor_us = (weight_bytes + 2 * m * (n + k)) / bandwidth * 1e6
+            spreads = {f"{name}_us_p{q}": timed[key][f"ms_p{q}"] * 1e3
+                       for name, key in (("flashcore", "ours"), ("cublas", "cublas")) for q in (10, 90)}
             rows.append({"shape": f"{n}x{k}", "M": m, "flashcore_us": ours * 1e3, "cublas_us": theirs * 1e3,
                          "floor_us": floor_us, "bandwidth_fraction": floor_us / (ours * 1e3),
-                         "cublas_bandwidth_fraction": floor_us / (theirs * 1e3)})
+                         "cublas_bandwidth_fraction": floor_us / (theirs * 1e3), **spreads})
         del weights
     return rows
 

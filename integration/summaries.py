@@ -201,7 +201,8 @@ def _gemv_misses(results):
               f"(target {GEMV_BANDWIDTH[r['shape']]:.0%})"
               for r in rows if r["M"] == 1 and r["bandwidth_fraction"] < GEMV_BANDWIDTH.get(r["shape"], 0)]
     missed += [f"GEMV {r['shape']} at M={r['M']}: {r['flashcore_us']:.2f} us, slower than cuBLAS's "
-               f"{r['cublas_us']:.2f}" for r in rows if r["flashcore_us"] > r["cublas_us"]]
+               f"{r['cublas_us']:.2f}{_spreads(r, 'flashcore_us', 'cublas_us')}"
+               for r in rows if r["flashcore_us"] > r["cublas_us"]]
     single = {r["shape"]: r["flashcore_us"] for r in rows if r["M"] == 1}
     missed += [f"GEMV {r['shape']} at M=8: {r['flashcore_us']:.1f} us, {r['flashcore_us'] / single[r['shape']]:.2f}x "
                f"its M=1 time (target {GEMV_M8_OVER_M1}x)" for r in rows

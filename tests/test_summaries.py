@@ -109,6 +109,16 @@ def test_a_decode_attention_miss_shows_both_spreads():
         "decode attention at cache 4,096, batch 8: 40.1 us from Python against SDPA's 40.1"]
 
 
+def test_a_gemv_miss_against_cublas_shows_both_spreads():
+    """The GEMV rows are timed side by side with cuBLAS too: a miss quotes both timings' percentiles."""
+    row = {"shape": "14336x4096", "M": 4, "flashcore_us": 31.84, "cublas_us": 31.81, "bandwidth_fraction": 0.9,
+           "flashcore_us_p10": 31.6, "flashcore_us_p90": 32.1, "cublas_us_p10": 31.5, "cublas_us_p90": 32.2}
+    results = {**_sweep(5.5), "gemv": [row]}
+    assert summaries.decode_sweep(results, check_targets=True)["missed"] == [
+        "GEMV 14336x4096 at M=4: 31.84 us, slower than cuBLAS's 31.81 (10th-90th percentiles 31.6-32.1 against "
+        "31.5-32.2)"]
+
+
 def test_hf_compile_puts_the_comparison_first_and_misses_a_recompile():
     rows = [{"path": "hf-compile-sdpa", "cache_len": 2048, "compile_s": 30.0, "ms_per_token": 9.0,
              "recompiles_new_shapes": 0},
