@@ -267,9 +267,14 @@ def check_matrix(name, t, shape=None, contiguous_rows=True):
                          f"{t.stride()}")
 
 
-def check_rows(name, t, ref_name, ref):
-    """t [..., n] (rank 2 or more), with ref's dtype and device, as a matrix of contiguous rows sharing its memory:
-    a 2D tensor as it is, more dimensions flattened where a view can do it. Returns that matrix."""
+def check_rows(name, t, ref_name, ref, shape=None):
+    """t [..., n] (rank 2 or more; of `shape` where given), with ref's dtype and device, as a matrix of contiguous
+    rows sharing its memory: a 2D tensor as it is, more dimensions flattened where a view can do it. Returns that
+    matrix."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
     rows = t
     if t.dim() != 2:
         try:

@@ -54,15 +54,8 @@ def rms_norm(x, weight, eps, *, add=None, out=None):
     _validate.check_same("weight", weight, "x", x)
     if out is None:
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    rows = {}
-    for name, t in (("x", x), ("add", add), ("out", out)):
-        if t is None:
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.shape != x.shape:
-            raise ValueError(f"{name} must have x's shape {tuple(x.shape)}, got {tuple(t.shape)}")
-        rows[name] = _validate.check_rows(name, t, "x", x)
+    rows = {name: _validate.check_rows(name, t, "x", x, shape=x.shape)
+            for name, t in (("x", x), ("add", add), ("out", out)) if t is not None}
     if rows["x"].shape[0] == 0:
         return out
     block_d = triton.next_power_of_2(hidden)

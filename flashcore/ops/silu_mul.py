@@ -44,11 +44,8 @@ def silu_mul(gate_up, *, out=None):
     shape = (*gate_up.shape[:-1], width)
     if out is None:
         out = torch.empty(shape, dtype=gate_up.dtype, device=gate_up.device)
-    elif not isinstance(out, torch.Tensor):
-        raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
-    elif tuple(out.shape) != shape:
-        raise ValueError(f"out must have shape {shape}, got {tuple(out.shape)}")
-    rows = {name: _validate.check_rows(name, t, "gate_up", gate_up) for name, t in (("gate_up", gate_up), ("out", out))}
+    rows = {"gate_up": _validate.check_rows("gate_up", gate_up, "gate_up", gate_up),
+            "out": _validate.check_rows("out", out, "gate_up", gate_up, shape=shape)}
     if rows["gate_up"].shape[0] == 0 or width == 0:
         return out
     grid = (rows["gate_up"].shape[0], triton.cdiv(width, BLOCK))
