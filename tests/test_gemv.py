@@ -61,8 +61,8 @@ def test_fusions_round_like_the_unfused_ops(dtype, config, device):
 @pytest.mark.parametrize("rows, n, k", [(1, 96, 200), (1, 40, 4096), (3, 40, 300), (8, 24, 4096)])
 def test_the_persistent_row_kernel_matches_the_tiled_one(rows, n, k, device, monkeypatch):
     """16-bit rows through _gemv_row_kernel (several column tiles per program, the residual read a tile ahead; rows
-    padded to a power of two; more rows than the default ROWS_MAX), with and without an RMSNorm prologue, every
-    epilogue, against the tiled kernel and against F.linear's error."""
+    padded to a power of two; more rows, and epilogues, than row_launch gives it), with and without an RMSNorm
+    prologue, every epilogue, against the tiled kernel and against F.linear's error."""
     import flashcore.ops.gemv as gemv_module
     x = _randn(rows, 2 * k, dtype=torch.float16, device=device)[:, ::2]
     g = _randn(k, dtype=torch.float16, device=device)
@@ -72,13 +72,7 @@ def test_the_persistent_row_kernel_matches_the_tiled_one(rows, n, k, device, mon
              dict(), dict(activation="silu_mul"), dict(residual=residual)]
     tiled = [gemv(x, w, config=(4, triton.next_power_of_2(k), 1) if rows == 1 else (16, 256, 1), **kw)
              for kw in calls]
-    monkeypatch.setattr(gemv_module, "PERSISTENT_ROW", True)
-    monkeypatch.setattr(gemv_module, "PERSISTENT_ROW_PLAIN", True)
-    monkeypatch.setattr(gemv_module, "PERSISTENT_ROWS", True)
-    monkeypatch.setattr(gemv_module, "ROW_PROGRAMS_PER_SM", 3)
-    monkeypatch.setattr(gemv_module, "ROWS_MAX", 8)
-    monkeypatch.setattr(gemv_module, "ROWS_LAUNCH", {m_pad: (2, 3, 3, 4) for m_pad in (2, 4, 8)})
-    assert gemv_module.row_launch(rows, k, True, False)[0] == triton.next_power_of_2(rows)
+    monkeypatch.setattr(gemv_module, "row_launch", lambda rows, *_: (triton.next_power_of_2(rows), 2, 3, 3, 4))
     for kw, expected in zip(calls, tiled):
         torch.testing.assert_close(gemv(x, w, **kw), expected, atol=2e-3, rtol=2e-3)
     for norm, expected in ((g, tiled[2]), (None, tiled[5])):
@@ -89,6 +83,29 @@ def test_the_persistent_row_kernel_matches_the_tiled_one(rows, n, k, device, mon
     ref = normed.double() @ w.double().T
     err = (gemv(x, w, norm_weight=g).double() - ref).abs().max().item()
     assert within_rule(err, (F.linear(normed, w).double() - ref).abs().max().item())
+
+
+def test_the_row_kernel_serves_one_row_and_two_but_for_wide_weights_and_residuals():
+    """row_launch's dispatch on the 8B engine's launches: one 16-bit row with K up to ROW_MAX_K always, two rows but
+    for the lm_head's 128256 weight rows and O's residual (probe run41: batch_config ahead there), never fp32, the
+    down projection's K or three rows."""
+    from flashcore.ops.gemv import ROW_BLOCK_N, ROWS_LAUNCH, row_launch
+
+    def kernel(rows, weight_rows, k=4096, sixteen_bit=True, has_norm=False, has_residual=False):
+        launch = row_launch(rows, weight_rows, k, sixteen_bit, has_norm, has_residual)
+        return launch and launch[:2]
+
+    for weight_rows, has_norm, has_residual in ((6144, True, False), (4096, False, True), (28672, True, False),
+                                                (128256, True, False), (1024, False, False)):
+        assert kernel(1, weight_rows, has_norm=has_norm, has_residual=has_residual) == (1, ROW_BLOCK_N)
+    assert kernel(2, 6144, has_norm=True) == (2, ROWS_LAUNCH[2][0])        # QKV
+    assert kernel(2, 28672, has_norm=True) == (2, ROWS_LAUNCH[2][0])       # [gate; up]
+    assert kernel(2, 14336) == (2, ROWS_LAUNCH[2][0])                      # a bare 14336x4096
+    assert kernel(2, 128256, has_norm=True) is None                        # lm_head
+    assert kernel(2, 128256) is None
+    assert kernel(2, 4096, has_residual=True) is None                      # O with its residual
+    assert kernel(1, 4096, k=14336) is None and kernel(2, 4096, k=14336) is None  # down
+    assert kernel(1, 4096, sixteen_bit=False) is None and kernel(3, 4096) is None
 
 
 @pytest.mark.parametrize("rows", [2, 5])
@@ -134,6 +151,7 @@ def test_sixteen_bit_weights_take_the_fixed_configs():
             (128256, 4096): (64, 128, 1)}
     for (n, k), expected in h200.items():
         assert picked(batch_config(n, k, 132)) == (*expected, 4), (n, k)
+        assert batch_config(n, k, 132).num_stages == (4 if expected[0] == 16 else 3), (n, k)  # run41's stages
     assert picked(batch_config(100, 1000, 132)) == (16, 128, 2, 4)  # a short K: a 4-way split would be too thin
     assert picked(batch_config(4096, 4096, 1)) == (64, 128, 1, 4)  # one SM: no split needed
     w = torch.empty(4096, 4096, dtype=torch.float16)

@@ -32,7 +32,9 @@ ahead, and bare one-row launches through it: error, O with and without its resid
 (NORM_BEFORE_BATCH against the autotuned norm prologue at 2-16 rows: error, launches, the engine's batch sweep),
 warps (the decode split kernel's warps and stages at 32K and batch 8, then the engine with the best), rows (2-8
 rows through the persistent row GEMV against batch_config's launch and cuBLAS: error, a grid, the engine's batch
-sweep), rows2 (two rows through the row GEMV shape by shape, bare and fused, against batch_config and cuBLAS).
+sweep), rows2 (two rows through the row GEMV shape by shape, bare and fused, against batch_config and cuBLAS),
+bstages (batch_config's launch at 4 and 8 rows against explicit stages, blocks and splits, and cuBLAS), rows2_engine
+(the engine's batch-2 step under row_launch's run41 dispatch against acff090's; GEMV rows at M = 2).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -891,6 +893,69 @@ if "rows2" in parts:
                                                                               (1, 2, 3, 4)], repeats=10)
     gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_MAX, gemv_module.ROWS_LAUNCH = defaults
     release()
+
+if "bstages" in parts:
+    # batch_config's launch at 4 and 8 rows against explicit configs: pipeline stages (never swept: run21 swept
+    # blocks, splits and warps at Triton's default 3 stages), 128-256-wide K blocks, 16-128-wide column blocks and
+    # the splits of K the kernel allows, with cuBLAS beside; graphs over rotated weights, in turns (at acff090
+    # 6144x4096 and 28672x4096 ran 1.5-3.5% behind cuBLAS at M = 4 and 8, and 1024x4096 at M = 8 1.46x its M = 1)
+    import flashcore.ops.gemv as gemv_module
+    from integration.timing import rotation_count, time_graphs_side_by_side_ms
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    grid = results["bstages_grid"] = []
+    for n, k in ((1024, 4096), (4096, 4096), (6144, 4096), (14336, 4096), (28672, 4096)):
+        copies = rotation_count(n * k * 2, limit=8)
+        weights = [torch.randn(n, k, dtype=torch.float16, device="cuda") * 0.02 for _ in range(copies)]
+        default = gemv_module.batch_config(n, k, sms).kwargs
+        configs = [(bn, bk, split, 4, stages) for bn in (16, 32, 64, 128) for bk in (128, 256) for stages in (3, 4, 5)
+                   for split in (1, 2, 4)
+                   if bn * bk * 2 * (stages - 1) <= 200 * 1024 and (split == 1 or (n <= 16384 and k >= split * bk * 2))
+                   and sms <= triton.cdiv(n, bn) * split <= 8 * sms]
+        for m in (4, 8):
+            x = torch.randn(m, k, dtype=torch.float16, device="cuda")
+            out = torch.zeros(m, n, dtype=torch.float16, device="cuda")
+            fns = {"batch": lambda x=x, out=out: [gemv(x, w, out=out) for w in weights],
+                   "cublas": lambda x=x, out=out: [torch.mm(x, w.t(), out=out) for w in weights]}
+            for config in configs:
+                fns[str(config)] = lambda x=x, out=out, c=config: [gemv(x, w, out=out, config=c) for w in weights]
+            for fn in fns.values():
+                fn()  # compile outside the capture
+            timed = time_graphs_side_by_side_ms(fns, copies, repeats=7)
+            us = {launch: t["ms"] * 1e3 for launch, t in timed.items()}
+            grid.append({"shape": f"{n}x{k}", "M": m, "default": default, "us": us})
+            ranked = sorted(us.items(), key=lambda kv: kv[1])
+            log(f"bstages {n}x{k} M{m}: " + ", ".join(f"{c} {t:.2f}" for c, t in ranked[:5])
+                + f" | batch {us['batch']:.2f} ({default}), cublas {us['cublas']:.2f}")
+            save()
+        del weights
+        release()
+
+if "rows2_engine" in parts:
+    # The engine's batch-2 step under row_launch's run41 dispatch (wide weights and residuals to batch_config)
+    # against acff090's (every two-row launch with K up to 4096 through the row kernel), alternated twice; then
+    # notebook 04's GEMV rows at M = 2 under the new dispatch
+    import flashcore.ops.gemv as gemv_module
+    new_dispatch = gemv_module.row_launch
+
+    def acff090_dispatch(rows, weight_rows, k, sixteen_bit, has_norm, has_residual):
+        return new_dispatch(rows, 0, k, sixteen_bit, has_norm, False)
+    model = llama31_8b(dtype=torch.float16)
+    sweeps = results["rows2_engine"] = []
+    for repeat in range(2):
+        for name, dispatch in (("acff090", acff090_dispatch), ("run41", new_dispatch)):
+            gemv_module.row_launch = dispatch
+            for r in bench.batch_sweep(model, [1, 2], 2048, bw):
+                sweeps.append(dict(r, dispatch=name, repeat=repeat))
+                log(f"rows2 engine {name} rep {repeat} batch {r['batch']}: {r['ms_per_step']:.3f} ms")
+            save()
+    gemv_module.row_launch = new_dispatch
+    del model
+    release()
+    results["rows2_gemv"] = kernel_bench.gemv_rows(bw, rows_m=(2,))
+    for r in results["rows2_gemv"]:
+        log(f"gemv {r['shape']:>12s} M=2: {r['flashcore_us']:7.2f} us ({r['bandwidth_fraction']:.0%}) "
+            f"cublas {r['cublas_us']:7.2f} us")
+    save()
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside

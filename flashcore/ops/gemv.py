@@ -14,8 +14,9 @@ Accumulation is fp32. One row, and fp32 inputs, reduce elementwise products; 16-
 use tl.dot (M padded to 16). 16-bit weights take fixed launch configs measured on an H200: one row (batch-1
 decode, the case the floor is about) goes through a persistent kernel (_gemv_row_kernel, which reads and
 normalises x once per program) where all of K fits one block, and streaming_config otherwise (the down
-projection); two rows take the same persistent kernel; batch_config serves more rows (an RMSNorm runs first, as
-its own kernel); the rest is autotuned per shape over a pruned list.
+projection); two rows take the same persistent kernel but for very wide weights (the lm_head) and a residual epilogue;
+batch_config serves the rest of 2 to 32 rows (an RMSNorm runs first, as its own kernel); the rest is autotuned per
+shape over a pruned list.
 """
 import torch
 import triton
@@ -222,25 +223,31 @@ ROW_STAGES = 3  # [gate; up] tiles need twice the shared memory a stage: 4-row t
 # Up to ROWS_MAX 16-bit rows (batch decode) through the same kernel, in place of batch_config's tensor-core launch.
 # Rows padded to a power of two -> (BLOCK_N, programs per SM, stages, warps). Probe run40 (H200, graphs over rotated
 # weights, tiles of 1-2 rows, 1-2 programs an SM, 4-16 warps): at 2 rows it is ahead of the batch launch on every
-# engine shape (QKV with its norm 17.4 us against 18.9, gate/up with norm and SiLU 62.2 against 63.7, 1024x4096 6.3
+# shape it timed (QKV with its norm 17.4 us against 18.9, gate/up with norm and SiLU 62.2 against 63.7, 1024x4096 6.3
 # against 7.9, 6144x4096 16.1 against 16.3, cuBLAS 16.1; 28672x4096 a tie) and the engine's batch-2 step takes
 # 4.55-4.56 ms against 4.61-4.63. At 4 rows it loses on 4 of 6 shapes and the engine's step by 0.2 ms; at 8 rows
-# (x alone fills 128 registers a thread) it runs 2-2.5x slower. So 2 rows only. Notebook 04 at acff090 then had the
-# bare wide shapes at 2 rows slower than batch_config had been (14336x4096 32.3 us against 31.2, behind cuBLAS's
-# 32.0; lm_head 240.0 against 235.1), shapes run40 never timed bare: dev_probe part rows2 compares them one by one.
+# (x alone fills 128 registers a thread) it runs 2-2.5x slower. So 2 rows only. Notebook 04 at acff090 then had
+# lm_head at 2 rows slower than batch_config had been (240.0 us against 235.1), a shape run40 never timed. Probe run41
+# (every shape at 2 rows, bare and fused) kept the row kernel ahead on the narrow shapes and the norm launches (1024x4096
+# 6.3 us against 7.5, 6144x4096 16.6 against 16.8, QKV with its norm 17.4 against 19.1, gate/up with norm and SiLU
+# 61.3-62.7 against 63.3) and put it behind in two places, which now take batch_config: weights of more than
+# ROWS_MAX_WEIGHT_ROWS rows (lm_head 245.1-245.5 against 241.4-243.1, bare or with its norm) and a residual epilogue (O
+# 13.4-13.7 against 12.1). 14336x4096 and 28672x4096 bare were within a timing's spread either way (32.6 against 32.3,
+# 60.2 against 61.3).
 PERSISTENT_ROWS = True
 ROWS_MAX = 2
+ROWS_MAX_WEIGHT_ROWS = 32768  # [gate; up] counts both halves
 ROWS_LAUNCH = {2: (2, 2, 3, 4)}
 
 
-def row_launch(rows, k, sixteen_bit, has_norm):
+def row_launch(rows, weight_rows, k, sixteen_bit, has_norm, has_residual):
     """(M_PAD, BLOCK_N, programs per SM, stages, warps) of the persistent row kernel for a call, or None where the
     tiled kernel serves it."""
     if not sixteen_bit or k > ROW_MAX_K:
         return None
     if rows == 1 and (PERSISTENT_ROW if has_norm else PERSISTENT_ROW_PLAIN):
         return 1, ROW_BLOCK_N, ROW_PROGRAMS_PER_SM, ROW_STAGES, 4
-    if 2 <= rows <= ROWS_MAX and PERSISTENT_ROWS:
+    if 2 <= rows <= ROWS_MAX and PERSISTENT_ROWS and weight_rows <= ROWS_MAX_WEIGHT_ROWS and not has_residual:
         m_pad = triton.next_power_of_2(rows)
         return (m_pad, *ROWS_LAUNCH[m_pad])
     return None
@@ -284,6 +291,12 @@ def streaming_config(k, has_norm):
 NORM_BEFORE_BATCH = True
 BATCH_BLOCK_K = 128
 BATCH_WAVES = 1.5  # programs per SM that batch_config aims for
+# Pipeline stages of batch_config's launch: Triton's default 3, and 4 for 16-wide column blocks, whose 4 KB weight
+# tiles leave too few bytes in flight at 3. Probe run41 (stages 3-5 at every batch_config block, 4 and 8 rows): the
+# 1024x4096 launch (16-wide blocks) 6.8 us at 4 stages against 7.4 at 3 (cuBLAS 8.0-8.2); at 64-wide blocks 4 stages
+# gained nothing (4096x4096, 6144x4096, 14336x4096 within a timing's spread) or lost (28672x4096 71.0-71.5 against
+# 62.0-62.3).
+BATCH_STAGES, BATCH_NARROW_STAGES = 3, 4
 
 
 def batch_config(n, k, sms):
@@ -295,12 +308,13 @@ def batch_config(n, k, sms):
     programs reach that (probe run23 timed it at 16 and 32 rows too: ahead of cuBLAS but for 6144x4096, 2-13%
     behind at every config tried). The autotuner's picks (single launches timed) moved between runs, up to 20%
     slower. An RMSNorm prologue does not suit these 128-wide blocks (1.2-1.5x slower than without it, probe run24):
-    see NORM_BEFORE_BATCH."""
+    see NORM_BEFORE_BATCH. Stages: BATCH_STAGES, BATCH_NARROW_STAGES."""
     target = BATCH_WAVES * sms
     splits = [s for s in (1, 2, 4) if s == 1 or (n <= SPLIT_K_MAX_N and k >= s * BATCH_BLOCK_K * 2)]
     block_n = next((bn for bn in (64, 32) if triton.cdiv(n, bn) * splits[-1] >= target), 16)
     split_k = next((s for s in splits if triton.cdiv(n, block_n) * s >= target), splits[-1])
-    return triton.Config({"BLOCK_N": block_n, "BLOCK_K": BATCH_BLOCK_K, "SPLIT_K": split_k}, num_warps=4)
+    return triton.Config({"BLOCK_N": block_n, "BLOCK_K": BATCH_BLOCK_K, "SPLIT_K": split_k}, num_warps=4,
+                         num_stages=BATCH_NARROW_STAGES if block_n == 16 else BATCH_STAGES)
 
 
 def fixed_config(n, k, one_row, sixteen_bit, has_norm, sms):
@@ -422,7 +436,8 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
     # rounding error stays near cuBLAS's (a dot accumulates K sequentially: about 5x the error at K = 4096).
     use_dot = rows >= 2 and x.dtype != torch.float32
     m_pad = max(16, triton.next_power_of_2(rows)) if use_dot else triton.next_power_of_2(rows)
-    row = None if config is not None else row_launch(rows, k, x.element_size() == 2, norm_weight is not None)
+    row = None if config is not None else row_launch(rows, weight.shape[0], k, x.element_size() == 2,
+                                                     norm_weight is not None, residual is not None)
     if NORM_BEFORE_BATCH and use_dot and row is None and norm_weight is not None and config is None \
             and x.stride(1) == 1:
         x, norm_weight = rms_norm(x, norm_weight, eps), None  # rounded as the prologue rounds
