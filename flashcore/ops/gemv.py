@@ -227,13 +227,13 @@ ROW_STAGES = 3  # [gate; up] tiles need twice the shared memory a stage: 4-row t
 # against 7.9, 6144x4096 16.1 against 16.3, cuBLAS 16.1; 28672x4096 a tie) and the engine's batch-2 step takes
 # 4.55-4.56 ms against 4.61-4.63. At 4 rows it loses on 4 of 6 shapes and the engine's step by 0.2 ms; at 8 rows
 # (x alone fills 128 registers a thread) it runs 2-2.5x slower. So 2 rows only. Notebook 04 at acff090 then had
-# lm_head at 2 rows slower than batch_config had been (240.0 us against 235.1), a shape run40 never timed. Probe run41
-# (every shape at 2 rows, bare and fused) kept the row kernel ahead on the narrow shapes and the norm launches (1024x4096
-# 6.3 us against 7.5, 6144x4096 16.6 against 16.8, QKV with its norm 17.4 against 19.1, gate/up with norm and SiLU
-# 61.3-62.7 against 63.3) and put it behind in two places, which now take batch_config: weights of more than
-# ROWS_MAX_WEIGHT_ROWS rows (lm_head 245.1-245.5 against 241.4-243.1, bare or with its norm) and a residual epilogue (O
-# 13.4-13.7 against 12.1). 14336x4096 and 28672x4096 bare were within a timing's spread either way (32.6 against 32.3,
-# 60.2 against 61.3).
+# lm_head at 2 rows slower than batch_config had been (240.0 us against 235.1), a shape run40 never timed. Probe
+# run41 (every shape at 2 rows, bare and fused) kept the row kernel ahead on the narrow shapes and the norm launches
+# (1024x4096 6.3 us against 7.5, 6144x4096 16.6 against 16.8, QKV with its norm 17.4 against 19.1, gate/up with norm
+# and SiLU 61.3-62.7 against 63.3) and put it behind in two places, which now take batch_config: weights of more than
+# ROWS_MAX_WEIGHT_ROWS rows (lm_head 245.1-245.5 against 241.4-243.1, bare or with its norm) and a residual epilogue
+# (O 13.4-13.7 against 12.1); the engine's batch-2 step then took 4.511-4.516 ms against 4.549-4.581 (run42).
+# 14336x4096 and 28672x4096 bare were within a timing's spread either way (32.6 against 32.3, 60.2 against 61.3).
 PERSISTENT_ROWS = True
 ROWS_MAX = 2
 ROWS_MAX_WEIGHT_ROWS = 32768  # [gate; up] counts both halves
