@@ -85,6 +85,35 @@ def test_the_persistent_row_kernel_matches_the_tiled_one(rows, n, k, device, mon
     assert within_rule(err, (F.linear(normed, w).double() - ref).abs().max().item())
 
 
+@pytest.mark.parametrize("n, k", [(40, 300), (6, 520)])  # 10 tiles on 3 programs; 2 tiles, one ragged
+def test_the_chunked_row_kernel_matches_the_tiled_one(n, k, device, monkeypatch):
+    """One 16-bit row with K past ROW_MAX_K through _gemv_chunked_row_kernel (K in chunks, the last one ragged;
+    several tiles a program, or fewer tiles than programs), plain and with a residual (in place too), against the
+    tiled kernel and F.linear's error; a norm or SiLU keeps the tiled kernel."""
+    import flashcore.ops.gemv as gemv_module
+    x = _randn(1, 2 * k, dtype=torch.float16, device=device)[:, ::2]
+    w = _randn(n, k, dtype=torch.float16, device=device, scale=0.05)
+    residual = _randn(1, n, dtype=torch.float16, device=device)
+    tiled = [gemv(x, w, config=(4, 128, 1), **kw) for kw in (dict(), dict(residual=residual))]
+    launch = (4, 128, 3, 3, 4)
+    monkeypatch.setattr(gemv_module, "PERSISTENT_ROW_CHUNKED", True)
+    monkeypatch.setattr(gemv_module, "ROW_MAX_K", 128)
+    monkeypatch.setattr(gemv_module, "ROW_CHUNKED_LAUNCH", launch)
+    chunked = gemv_module.chunked_row_launch
+    assert chunked(1, k, True, False, gemv_module.EPILOGUE_RESIDUAL) == launch
+    assert chunked(1, k, True, True, 0) is None and chunked(1, k, True, False, gemv_module.EPILOGUE_SILU_MUL) is None
+    assert chunked(2, k, True, False, 0) is None and chunked(1, k, False, False, 0) is None
+    assert chunked(1, 128, True, False, 0) is None
+    torch.testing.assert_close(gemv(x, w), tiled[0], atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(gemv(x, w, residual=residual), tiled[1], atol=2e-3, rtol=2e-3)
+    in_place = residual.clone()
+    gemv(x, w, residual=in_place, out=in_place)
+    torch.testing.assert_close(in_place, tiled[1], atol=2e-3, rtol=2e-3)
+    ref = x.double() @ w.double().T
+    err, torch_err = (gemv(x, w).double() - ref).abs().max().item(), (F.linear(x, w).double() - ref).abs().max().item()
+    assert within_rule(err, torch_err)
+
+
 def test_the_row_kernel_serves_one_row_and_two_but_for_wide_weights_and_residuals():
     """row_launch's dispatch on the 8B engine's launches: one 16-bit row with K up to ROW_MAX_K always, two rows but
     for the lm_head's 128256 weight rows and O's residual (probe run41: batch_config ahead there), never fp32, the

@@ -34,7 +34,8 @@ warps (the decode split kernel's warps and stages at 32K and batch 8, then the e
 rows through the persistent row GEMV against batch_config's launch and cuBLAS: error, a grid, the engine's batch
 sweep), rows2 (two rows through the row GEMV shape by shape, bare and fused, against batch_config and cuBLAS),
 bstages (batch_config's launch at 4 and 8 rows against explicit stages, blocks and splits, and cuBLAS), rows2_engine
-(the engine's batch-2 step under row_launch's run41 dispatch against acff090's; GEMV rows at M = 2).
+(the engine's batch-2 step under row_launch's run41 dispatch against acff090's; GEMV rows at M = 2), chunked (the
+persistent chunked row GEMV on the down projection against streaming_config: error, a grid, the engine A/B).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -956,6 +957,75 @@ if "rows2_engine" in parts:
         log(f"gemv {r['shape']:>12s} M=2: {r['flashcore_us']:7.2f} us ({r['bandwidth_fraction']:.0%}) "
             f"cublas {r['cublas_us']:7.2f} us")
     save()
+
+if "chunked" in parts:
+    # The persistent chunked row kernel (PERSISTENT_ROW_CHUNKED: one row, K in chunks, (tile, chunk) pairs in one
+    # pipelined loop) on the down projection against streaming_config's tiled launch: error, a small grid of
+    # (BLOCK_N, BLOCK_K, programs an SM, stages) bare and with its residual in place, cuBLAS beside; then the engine A/B
+    import flashcore.ops.gemv as gemv_module
+    from integration.timing import rotation_count, time_graphs_side_by_side_ms
+    defaults = gemv_module.PERSISTENT_ROW_CHUNKED, gemv_module.ROW_CHUNKED_LAUNCH
+    gemv_module.PERSISTENT_ROW_CHUNKED = True
+    checks = []
+    for dtype in (torch.float16, torch.bfloat16):
+        x = torch.randn(1, 14336, device="cuda", dtype=dtype)
+        w = torch.randn(4096, 14336, device="cuda", dtype=dtype) * 0.02
+        r = torch.randn(1, 4096, device="cuda", dtype=dtype)
+        ref = x.double() @ w.double().T
+        cases = (("plain", gemv(x, w), F.linear(x, w), ref),
+                 ("residual", gemv(x, w, residual=r), r + F.linear(x, w), ref + r.double()))
+        for name, ours, theirs, expected in cases:
+            err = (ours.double() - expected).abs().max().item()
+            torch_err = (theirs.double() - expected).abs().max().item()
+            checks.append({"dtype": str(dtype), "fusion": name, "err": err, "torch_err": torch_err,
+                           "ok": within_rule(err, torch_err)})
+    results["chunked_check"] = checks
+    log(f"chunked check: {sum(c['ok'] for c in checks)}/{len(checks)} within 2x F.linear's error; {checks}")
+    n, k = 4096, 14336
+    copies = rotation_count(n * k * 2, limit=8)
+    weights = [torch.randn(n, k, dtype=torch.float16, device="cuda") * 0.02 for _ in range(copies)]
+    x = torch.randn(1, k, dtype=torch.float16, device="cuda")
+    out = torch.zeros(1, n, dtype=torch.float16, device="cuda")
+    settings = [(bn, bk, p, 3, 4) for bn, bk in ((2, 2048), (4, 2048), (4, 1024), (8, 1024)) for p in (1, 2)]
+    settings += [(4, 2048, 2, 4, 4), (8, 1024, 2, 4, 4)]
+    grid = results["chunked_grid"] = []
+    for residual in (False, True):
+        def launches(setting, residual=residual):
+            def run():
+                gemv_module.PERSISTENT_ROW_CHUNKED = setting is not None
+                if setting is not None:
+                    gemv_module.ROW_CHUNKED_LAUNCH = setting
+                for w in weights:
+                    gemv(x, w, out=out, residual=out if residual else None)
+            return run
+        fns = {"tiled": launches(None), **{str(setting): launches(setting) for setting in settings}}
+        if not residual:
+            fns["cublas"] = lambda: [torch.mm(x, w.t(), out=out) for w in weights]
+        for fn in fns.values():
+            fn()
+        timed = time_graphs_side_by_side_ms(fns, copies, repeats=10)
+        us = {launch: t["ms"] * 1e3 for launch, t in timed.items()}
+        grid.append({"residual": residual, "us": us})
+        ranked = sorted(us.items(), key=lambda kv: kv[1])
+        log(f"chunked down residual={residual}: " + ", ".join(f"{c} {t:.2f}" for c, t in ranked[:5])
+            + f" | tiled {us['tiled']:.2f}" + (f", cublas {us['cublas']:.2f}" if not residual else "")
+            + f" | best at {n * k * 2 / bw / ranked[0][1] * 1e6:.0%}")
+        save()
+    del weights
+    release()
+    cells = [g["us"] for g in grid]
+    best = min((s for s in map(str, settings) if all(s in c for c in cells)), key=lambda s: sum(c[s] for c in cells))
+    best = next(setting for setting in settings if str(setting) == best)
+    results["chunked_best"] = best
+    log("chunked best", best)
+
+    def chunked_on():
+        gemv_module.PERSISTENT_ROW_CHUNKED, gemv_module.ROW_CHUNKED_LAUNCH = True, best
+
+    def chunked_off():
+        gemv_module.PERSISTENT_ROW_CHUNKED = False
+    engine_alternated("chunked", {"tiled": chunked_off, "chunked": chunked_on})
+    gemv_module.PERSISTENT_ROW_CHUNKED, gemv_module.ROW_CHUNKED_LAUNCH = defaults
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside

@@ -195,6 +195,40 @@ def _gemv_row_kernel(
 
 
 @triton.jit
+def _gemv_chunked_row_kernel(
+    X, W, Out, Residual, N, K, stride_xk, stride_wn,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNKS: tl.constexpr, EPILOGUE: tl.constexpr, STAGES: tl.constexpr,
+):
+    """One row whose K is too long to hold in registers (the down projection), persistent: each program takes every
+    programs-th tile of BLOCK_N columns and walks its K in CHUNKS blocks of BLOCK_K. The (tile, chunk) pairs are one
+    flat loop, so the weight loads stay pipelined across tile boundaries (a loop per tile would drain the pipeline at
+    each one); x is re-read from L1/L2 each chunk. Residual or no epilogue; it rounds as _gemv_kernel does with
+    elementwise products (the order of the fp32 sums may differ)."""
+    pid = tl.program_id(0)
+    programs = tl.num_programs(0)
+    steps = tl.cdiv(tl.cdiv(N, BLOCK_N) - pid, programs) * CHUNKS
+    offs_m = tl.arange(0, 1)
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    residual = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+    for step in tl.range(0, steps, num_stages=STAGES):
+        chunk = step % CHUNKS
+        offs_n = (pid + (step // CHUNKS) * programs) * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_k = chunk * BLOCK_K + tl.arange(0, BLOCK_K)
+        mask_n = offs_n < N
+        mask_k = offs_k < K
+        if EPILOGUE == 1:  # read at a tile's first chunk: CHUNKS - 1 steps ahead of its use
+            loaded = tl.load(Residual + offs_n[None, :], mask=mask_n[None, :] & (chunk == 0), other=0.0)
+            residual = tl.where(chunk == 0, loaded.to(tl.float32), residual)
+        x = tl.load(X + offs_k * stride_xk, mask=mask_k, other=0.0).to(tl.float32)
+        w = tl.load(W + offs_n[:, None].to(tl.int64) * stride_wn + offs_k[None, :],
+                    mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+        products = tl.sum(w.to(tl.float32) * x[None, :], 1)
+        acc = tl.where(chunk == 0, products, acc + products)
+        _epilogue_store(acc[None, :], acc[None, :], residual, Out, offs_m, offs_n,
+                        mask_n[None, :] & (chunk == CHUNKS - 1), 0, EPILOGUE)
+
+
+@triton.jit
 def _tile_products(x32, w, M_PAD: tl.constexpr):
     """[M_PAD, BLOCK_N] fp32 sums of x32 [M_PAD, K] (fp32) times w [BLOCK_N, K], elementwise then reduced."""
     if M_PAD == 1:
@@ -250,6 +284,21 @@ def row_launch(rows, weight_rows, k, sixteen_bit, has_norm, has_residual):
     if 2 <= rows <= ROWS_MAX and PERSISTENT_ROWS and weight_rows <= ROWS_MAX_WEIGHT_ROWS and not has_residual:
         m_pad = triton.next_power_of_2(rows)
         return (m_pad, *ROWS_LAUNCH[m_pad])
+    return None
+
+
+# One 16-bit row with K past ROW_MAX_K (the down projection, K = 14336) and no norm or SiLU through the persistent
+# chunked kernel (_gemv_chunked_row_kernel) in place of streaming_config's tiled launch (31.4-32.0 us, 87-91% of the
+# copy rate in the last two reports): off until a probe measures it (dev_probe part chunked).
+PERSISTENT_ROW_CHUNKED = False
+ROW_CHUNKED_LAUNCH = (4, 2048, 2, 3, 4)  # BLOCK_N, BLOCK_K, programs per SM, stages, warps
+
+
+def chunked_row_launch(rows, k, sixteen_bit, has_norm, epilogue):
+    """(BLOCK_N, BLOCK_K, programs per SM, stages, warps) of the chunked row kernel for a call, or None."""
+    if PERSISTENT_ROW_CHUNKED and rows == 1 and sixteen_bit and k > ROW_MAX_K and not has_norm \
+            and epilogue != EPILOGUE_SILU_MUL:
+        return ROW_CHUNKED_LAUNCH
     return None
 
 
@@ -460,6 +509,11 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
     if row is not None:
         _launch_row(args, *row)
         return out
+    chunked = None if config is not None else chunked_row_launch(rows, k, x.element_size() == 2,
+                                                                 norm_weight is not None, epilogue)
+    if chunked is not None:
+        _launch_chunked_row(args, *chunked)
+        return out
     if config is None and x.device.type == "cuda":
         _gemv_autotuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])](**args)
         return out
@@ -489,3 +543,16 @@ def _launch_row(args, m_pad, block_n, programs_per_sm, stages, num_warps):
         args["stride_rm"], args["eps"],
         M_PAD=m_pad, BLOCK_N=block_n, BLOCK_K=triton.next_power_of_2(k), HAS_NORM=args["HAS_NORM"],
         EPILOGUE=args["EPILOGUE"], STAGES=stages, num_warps=num_warps)
+
+
+def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_warps):
+    """_gemv_chunked_row_kernel over gemv's argument dict: at most programs_per_sm programs per SM, and no more than
+    the busiest program's tile count needs (1024 tiles on 264 program slots: 256 programs of 4 tiles, not 264 of
+    which 232 take 4 and 32 take 3)."""
+    n, k = args["N"], args["K"]
+    tiles = triton.cdiv(n, block_n)
+    programs = triton.cdiv(tiles, triton.cdiv(tiles, programs_per_sm * sm_count(args["X"].device)))
+    _gemv_chunked_row_kernel[(programs,)](
+        args["X"], args["W"], args["Out"], args["Residual"], n, k, args["stride_xk"], args["stride_wn"],
+        BLOCK_N=block_n, BLOCK_K=block_k, CHUNKS=triton.cdiv(k, block_k), EPILOGUE=args["EPILOGUE"], STAGES=stages,
+        num_warps=num_warps)
