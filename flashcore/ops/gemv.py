@@ -10,13 +10,13 @@ Optional fusions remove the small kernels around each projection (each costs a l
 - ``residual``: y = residual + y, each rounded to the output dtype as ``residual + linear(x)`` would be.
 - ``activation="silu_mul"``: W is [gate; up] stacked ([2N, K]); y = silu(x·gateᵀ) * (x·upᵀ), rounded as
   ``act_fn(gate_proj(x)) * up_proj(x)`` is.
-Accumulation is fp32. One row, and fp32 inputs, reduce elementwise products; 16-bit inputs of 2 or more rows
-use tl.dot (M padded to 16). 16-bit weights take fixed launch configs measured on an H200: one row (batch-1
-decode, the case the floor is about) goes through a persistent kernel (_gemv_row_kernel, which reads and
-normalises x once per program) where all of K fits one block, and streaming_config otherwise (the down
-projection); two rows take the same persistent kernel but for very wide weights (the lm_head) and a residual epilogue;
-batch_config serves the rest of 2 to 32 rows (an RMSNorm runs first, as its own kernel); the rest is autotuned per
-shape over a pruned list.
+Accumulation is fp32. One row, and fp32 inputs, reduce elementwise products; 16-bit inputs of 2 or more rows use
+tl.dot (M padded to 16). 16-bit weights take fixed launch configs measured on an H200: one row (batch-1 decode, the
+case the floor is about) goes through a persistent kernel (_gemv_row_kernel, which reads and normalises x once per
+program) where all of K fits one block, and a persistent kernel that walks K in chunks otherwise (the down
+projection; streaming_config where it has a norm or SiLU); two rows take the same persistent kernel but for very
+wide weights (the lm_head) and a residual epilogue; batch_config serves the rest of 2 to 32 rows (an RMSNorm runs
+first, as its own kernel); the rest is autotuned per shape over a pruned list.
 """
 import torch
 import triton
@@ -289,9 +289,15 @@ def row_launch(rows, weight_rows, k, sixteen_bit, has_norm, has_residual):
 
 # One 16-bit row with K past ROW_MAX_K (the down projection, K = 14336) and no norm or SiLU through the persistent
 # chunked kernel (_gemv_chunked_row_kernel) in place of streaming_config's tiled launch (31.4-32.0 us, 87-91% of the
-# copy rate in the last two reports): off until a probe measures it (dev_probe part chunked).
-PERSISTENT_ROW_CHUNKED = False
-ROW_CHUNKED_LAUNCH = (4, 2048, 2, 3, 4)  # BLOCK_N, BLOCK_K, programs per SM, stages, warps
+# copy rate in the last two reports). Probes run43-run44 (H200, graphs over rotated weights, 10 rounds in turns, two
+# calls; tiles of 2-8 rows, 1024-2048-wide chunks, 1-2 programs an SM, 3-4 stages): the down projection bare 30.5 /
+# 31.6 us at the setting below against the tiled 31.3 / 32.5 (cuBLAS 32.4 / 33.4), with its residual in place (the
+# engine's launch) 31.5 / 32.1 against 31.7 / 32.5; 8 KB tiles (2x2048, 4x1024) and one program an SM lost everywhere
+# (37-64 us); 32 KB tiles are untried. The engine, alternated twice in each call: 512 4.0667-4.0760 ms against
+# 4.0800-4.0874 (one tie at 4.0685), 2048 within each other's spread (4.1236-4.1438 against 4.1255-4.1462). 4/4 fp16
+# and bf16 cases within 2x F.linear's error.
+PERSISTENT_ROW_CHUNKED = True
+ROW_CHUNKED_LAUNCH = (8, 1024, 2, 4, 4)  # BLOCK_N, BLOCK_K, programs per SM, stages, warps
 
 
 def chunked_row_launch(rows, k, sixteen_bit, has_norm, epilogue):
