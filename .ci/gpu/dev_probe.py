@@ -35,7 +35,8 @@ rows through the persistent row GEMV against batch_config's launch and cuBLAS: e
 sweep), rows2 (two rows through the row GEMV shape by shape, bare and fused, against batch_config and cuBLAS),
 bstages (batch_config's launch at 4 and 8 rows against explicit stages, blocks and splits, and cuBLAS), rows2_engine
 (the engine's batch-2 step under row_launch's run41 dispatch against acff090's; GEMV rows at M = 2), chunked (the
-persistent chunked row GEMV on the down projection against streaming_config: error, a grid, the engine A/B).
+persistent chunked row GEMV on the down projection against streaming_config: error, a grid, the engine A/B),
+yardstick (the copy-bandwidth yardstick at a process's start, after 1 s of copies, and over 200 copies).
 Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
 consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
 in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -1026,6 +1027,28 @@ if "chunked" in parts:
         gemv_module.PERSISTENT_ROW_CHUNKED = False
     engine_alternated("chunked", {"tiled": chunked_off, "chunked": chunked_on})
     gemv_module.PERSISTENT_ROW_CHUNKED, gemv_module.ROW_CHUNKED_LAUNCH = defaults
+
+if "yardstick" in parts:
+    # The floor's yardstick against the GPU's warm-up: copy_bandwidth as notebook 04 takes it (the first measurement
+    # of a process), then again after each of five 1-second runs of copies, then with 200 copies timed (run43 and
+    # run44, a minute apart on one machine, read 4.05 and 4.20 TB/s)
+    from integration.timing import copy_bandwidth
+    readings = results["yardstick"] = {"first": bw / 1e12, "after_warm_up": [], "long": []}
+    src = torch.empty(2 ** 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    for _ in range(5):
+        until = time.time() + 1.0
+        while time.time() < until:
+            dst.copy_(src)
+        torch.cuda.synchronize()
+        readings["after_warm_up"].append(copy_bandwidth() / 1e12)
+        readings["long"].append(copy_bandwidth(repeats=200) / 1e12)
+    del src, dst
+    release()
+    log(f"yardstick first {readings['first']:.3f} TB/s, after 1 s of copies "
+        + ", ".join(f"{r:.3f}" for r in readings["after_warm_up"]) + "; 200 copies "
+        + ", ".join(f"{r:.3f}" for r in readings["long"]))
+    save()
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside
