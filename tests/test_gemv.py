@@ -100,10 +100,10 @@ def test_the_chunked_row_kernel_matches_the_tiled_one(n, k, device, monkeypatch)
     monkeypatch.setattr(gemv_module, "ROW_MAX_K", 128)
     monkeypatch.setattr(gemv_module, "ROW_CHUNKED_LAUNCH", launch)
     chunked = gemv_module.chunked_row_launch
-    assert chunked(1, k, True, False, gemv_module.EPILOGUE_RESIDUAL) == launch
-    assert chunked(1, k, True, True, 0) is None and chunked(1, k, True, False, gemv_module.EPILOGUE_SILU_MUL) is None
-    assert chunked(2, k, True, False, 0) is None and chunked(1, k, False, False, 0) is None
-    assert chunked(1, 128, True, False, 0) is None
+    assert chunked(1, k, True, False, False) == launch
+    assert chunked(1, k, True, True, False) is None and chunked(1, k, True, False, True) is None  # norm, SiLU
+    assert chunked(2, k, True, False, False) is None and chunked(1, k, False, False, False) is None
+    assert chunked(1, 128, True, False, False) is None
     torch.testing.assert_close(gemv(x, w), tiled[0], atol=2e-3, rtol=2e-3)
     torch.testing.assert_close(gemv(x, w, residual=residual), tiled[1], atol=2e-3, rtol=2e-3)
     in_place = residual.clone()
@@ -172,7 +172,7 @@ def test_sixteen_bit_weights_take_the_fixed_configs():
 
     assert picked(streaming_config(4096, has_norm=True)) == (4, 4096, 1, 4)    # qkv, gate/up, lm_head
     assert picked(streaming_config(4096, has_norm=False)) == (8, 2048, 1, 4)   # o
-    assert picked(streaming_config(14336, has_norm=False)) == (8, 2048, 1, 4)  # down (with PERSISTENT_ROW_CHUNKED off)
+    assert picked(streaming_config(14336, has_norm=False)) == (8, 2048, 1, 4)  # down, chunked kernel off
     assert picked(streaming_config(200, has_norm=True)) == (64, 256, 1, 4)     # a tiny model: a 64-row cap
     # the fastest configs of probe run21 on the H200's 132 SMs (6144x4096: within 1% of its best)
     h200 = {(4096, 4096): (64, 128, 4), (1024, 4096): (16, 128, 4), (6144, 4096): (64, 128, 4),

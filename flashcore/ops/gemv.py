@@ -300,10 +300,11 @@ PERSISTENT_ROW_CHUNKED = True
 ROW_CHUNKED_LAUNCH = (8, 1024, 2, 4, 4)  # BLOCK_N, BLOCK_K, programs per SM, stages, warps
 
 
-def chunked_row_launch(rows, k, sixteen_bit, has_norm, epilogue):
-    """(BLOCK_N, BLOCK_K, programs per SM, stages, warps) of the chunked row kernel for a call, or None."""
+def chunked_row_launch(rows, k, sixteen_bit, has_norm, has_activation):
+    """(BLOCK_N, BLOCK_K, programs per SM, stages, warps) of the chunked row kernel for a call, or None where the
+    tiled kernel serves it."""
     if PERSISTENT_ROW_CHUNKED and rows == 1 and sixteen_bit and k > ROW_MAX_K and not has_norm \
-            and epilogue != EPILOGUE_SILU_MUL:
+            and not has_activation:
         return ROW_CHUNKED_LAUNCH
     return None
 
@@ -516,7 +517,7 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         _launch_row(args, *row)
         return out
     chunked = None if config is not None else chunked_row_launch(rows, k, x.element_size() == 2,
-                                                                 norm_weight is not None, epilogue)
+                                                                 norm_weight is not None, activation is not None)
     if chunked is not None:
         _launch_chunked_row(args, *chunked)
         return out
