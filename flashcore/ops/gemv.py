@@ -88,9 +88,9 @@ def row_launch(rows, weight_rows, k, sixteen_bit, has_norm, has_residual):
 # calls; tiles of 2-8 rows, 1024-2048-wide chunks, 1-2 programs an SM, 3-4 stages): the down projection bare 30.5 /
 # 31.6 us at the setting below against the tiled 31.3 / 32.5 (cuBLAS 32.4 / 33.4), with its residual in place (the
 # engine's launch) 31.5 / 32.1 against 31.7 / 32.5; 8 KB tiles (2x2048, 4x1024) and one program an SM lost everywhere
-# (37-64 us); 32 KB tiles are untried. The engine, alternated twice in each call: 512 4.0667-4.0760 ms against
-# 4.0800-4.0874 (one tie at 4.0685), 2048 within each other's spread (4.1236-4.1438 against 4.1255-4.1462). 4/4 fp16
-# and bf16 cases within 2x F.linear's error.
+# (37-64 us); 32 KB tiles are untried. The engine, alternated twice in each call: 512 faster in three of four pairs
+# and tied in the fourth (4.0666-4.0760 ms against 4.0685-4.0874), 2048 within each other's spread (4.1236-4.1438
+# against 4.1255-4.1462). 4/4 fp16 and bf16 cases within 2x F.linear's error.
 PERSISTENT_ROW_CHUNKED = True
 ROW_CHUNKED_LAUNCH = (8, 1024, 2, 4, 4)  # BLOCK_N, BLOCK_K, programs per SM, stages, warps
 
