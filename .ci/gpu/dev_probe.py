@@ -109,6 +109,24 @@ def engine_alternated(label, variants, cache_lens=(512, 2048), repeats=2):
     return rows
 
 
+def batch_sweep_alternated(label, variants, batches, cache_len=2048, repeats=2):
+    """The 8B engine's batch sweep at one cache length under each variant (name -> a function that puts it in
+    place), the variants alternated `repeats` times; rows tagged with variant and repeat go to
+    results[f"{label}_batch_sweep"], saved as they come. The caller restores its defaults afterwards."""
+    model = llama31_8b(dtype=torch.float16)
+    rows = results[f"{label}_batch_sweep"] = []
+    for repeat in range(repeats):
+        for name, put_in_place in variants.items():
+            put_in_place()
+            for r in bench.batch_sweep(model, list(batches), cache_len, bw):
+                rows.append(dict(r, variant=name, repeat=repeat))
+                log(f"{label} engine {name:12s} rep {repeat} batch {r['batch']:2d}: {r['ms_per_step']:.3f} ms")
+            save()
+    del model
+    release()
+    return rows
+
+
 def ttft_alternated(label, variants, prompt_lens=(2048, 8192, 32768), repeats=4):
     """Time to first token of the 8B engine under each variant (name -> a function that puts it in place) and of
     HF generate() with SDPA, all in turns, at each prompt length; rows with each one's first token go to
@@ -207,7 +225,8 @@ if "check" in parts:
         out = engine.generate(ids, attention_mask=mask, max_new_tokens=24, eos_token_id=[])
         same = (out == ref).all(-1).tolist()
         single = engine.generate(ids[:1], max_new_tokens=24, eos_token_id=[])
-        results[f"engine_vs_hf_{dtype}"] = {"identical_rows": same, "single_identical": bool(torch.equal(single[0], ref[0]))}
+        results[f"engine_vs_hf_{dtype}"] = {"identical_rows": same,
+                                            "single_identical": bool(torch.equal(single[0], ref[0]))}
         log(f"engine vs HF {dtype}: rows identical {same}, single {torch.equal(single[0], ref[0])}")
         sampled = engine.generate(ids[:2], max_new_tokens=16, do_sample=True, top_k=20, top_p=0.9, temperature=0.8)
         log(f"sampled {sampled[:, 24:].tolist()}")
@@ -798,18 +817,9 @@ if "prenorm" in parts:
         del weights
         save()
     release()
-    model = llama31_8b(dtype=torch.float16)
-    sweeps = results["prenorm_batch_sweep"] = []
-    for repeat in range(2):
-        for on in (False, True):
-            gemv_module.NORM_BEFORE_BATCH = on
-            for r in bench.batch_sweep(model, [1, 4, 8, 16, 32], 2048, bw):
-                sweeps.append(dict(r, norm_first=on, repeat=repeat))
-                log(f"prenorm engine norm first {on} rep {repeat} batch {r['batch']:2d}: {r['ms_per_step']:.3f} ms")
-            save()
+    batch_sweep_alternated("prenorm", {f"norm first {on}": lambda on=on: setattr(gemv_module, "NORM_BEFORE_BATCH", on)
+                                       for on in (False, True)}, (1, 4, 8, 16, 32))
     gemv_module.NORM_BEFORE_BATCH = norm_before_batch
-    del model
-    release()
 
 if "warps" in parts:
     # The decode split kernel's warps and pipeline stages (DECODE_NUM_WARPS, DECODE_NUM_STAGES), never swept, where
@@ -865,19 +875,10 @@ if "rows" in parts:
         best_launch[m] = parse(min(labels, key=lambda label: sum(c[label] for c in cells)))
     results["rows_best"] = {str(m): v for m, v in best_launch.items()}
     log("rows best settings", best_launch)
-    model = llama31_8b(dtype=torch.float16)
-    sweeps = results["rows_batch_sweep"] = []
-    for repeat in range(2):
-        for on in (False, True):
-            gemv_module.PERSISTENT_ROWS = on
-            gemv_module.ROWS_LAUNCH.update(best_launch)
-            for r in bench.batch_sweep(model, [1, 2, 4, 8], 2048, bw):
-                sweeps.append(dict(r, rows_kernel=on, repeat=repeat))
-                log(f"rows engine row kernel {on} rep {repeat} batch {r['batch']:2d}: {r['ms_per_step']:.3f} ms")
-            save()
+    gemv_module.ROWS_LAUNCH.update(best_launch)
+    batch_sweep_alternated("rows", {f"row kernel {on}": lambda on=on: setattr(gemv_module, "PERSISTENT_ROWS", on)
+                                    for on in (False, True)}, (1, 2, 4, 8))
     gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_MAX, gemv_module.ROWS_LAUNCH = defaults
-    del model
-    release()
 
 if "rows2" in parts:
     # Two rows shape by shape: every bare GEMV of notebook 04's table with K up to 4096 and the engine's fused
@@ -941,18 +942,10 @@ if "rows2_engine" in parts:
 
     def acff090_dispatch(rows, weight_rows, k, sixteen_bit, has_norm, has_residual):
         return new_dispatch(rows, 0, k, sixteen_bit, has_norm, False)
-    model = llama31_8b(dtype=torch.float16)
-    sweeps = results["rows2_engine"] = []
-    for repeat in range(2):
-        for name, dispatch in (("acff090", acff090_dispatch), ("run41", new_dispatch)):
-            gemv_module.row_launch = dispatch
-            for r in bench.batch_sweep(model, [1, 2], 2048, bw):
-                sweeps.append(dict(r, dispatch=name, repeat=repeat))
-                log(f"rows2 engine {name} rep {repeat} batch {r['batch']}: {r['ms_per_step']:.3f} ms")
-            save()
+    batch_sweep_alternated("rows2", {name: lambda d=dispatch: setattr(gemv_module, "row_launch", d)
+                                     for name, dispatch in (("acff090", acff090_dispatch), ("run41", new_dispatch))},
+                           (1, 2))
     gemv_module.row_launch = new_dispatch
-    del model
-    release()
     results["rows2_gemv"] = kernel_bench.gemv_rows(bw, rows_m=(2,))
     for r in results["rows2_gemv"]:
         log(f"gemv {r['shape']:>12s} M=2: {r['flashcore_us']:7.2f} us ({r['bandwidth_fraction']:.0%}) "
