@@ -106,6 +106,7 @@ def ops_misuses(device):
     return [
         ("gemv 33 rows", lambda: gemv(t(33, 64), w), "rows"),
         ("gemv weight of another width", lambda: gemv(x, t(32, 65)), "columns"),
+        ("gemv x with no columns", lambda: gemv(t(2, 0), t(32, 0)), "column"),
         ("gemv weight dtype differs", lambda: gemv(x, w.float()), "dtype"),
         ("gemv unknown activation", lambda: gemv(x, w, activation="gelu"), "activation"),
         ("gemv silu_mul with an odd row count", lambda: gemv(x, w[:31], activation="silu_mul"), "even"),

@@ -114,6 +114,16 @@ def test_the_chunked_row_kernel_matches_the_tiled_one(n, k, device, monkeypatch)
     assert within_rule(err, torch_err)
 
 
+@pytest.mark.parametrize("rows, k, dtype", [(1, 64, torch.float16), (1, 4160, torch.float16), (2, 64, torch.float16),
+                                           (3, 64, torch.float16), (1, 64, torch.float32)])  # each launch path
+def test_a_weight_of_no_rows_gives_an_empty_output(rows, k, dtype, device):
+    """N = 0, as F.linear: an empty [rows, 0] output and nothing launched (the launchers divide by the tile count)."""
+    x = _randn(rows, k, dtype=dtype, device=device)
+    assert gemv(x, _randn(0, k, dtype=dtype, device=device)).shape == (rows, 0)
+    residual = _randn(rows, 0, dtype=dtype, device=device)
+    assert gemv(x, _randn(0, k, dtype=dtype, device=device), residual=residual).shape == (rows, 0)
+
+
 def test_the_row_kernel_serves_one_row_and_two_but_for_wide_weights_and_residuals():
     """row_launch's dispatch on the 8B engine's launches: one 16-bit row with K up to ROW_MAX_K always, two rows but
     for the lm_head's 128256 weight rows and O's residual (probe run41: batch_config ahead there), never fp32, the

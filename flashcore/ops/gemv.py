@@ -260,6 +260,8 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
     rows, k = x.shape
     if not 1 <= rows <= MAX_ROWS:
         raise ValueError(f"x must have 1 to {MAX_ROWS} rows (a decode batch), got {rows}; use F.linear for more")
+    if k == 0:
+        raise ValueError("x must have at least one column (K = 0 leaves nothing to reduce)")
     if weight.shape[1] != k:
         raise ValueError(f"weight has {weight.shape[1]} columns but x has {k}")
     if activation not in (None, "silu_mul"):
@@ -299,6 +301,8 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
     elif workspace.rows < m_pad or workspace.partials.device != x.device:
         raise ValueError(f"workspace ({workspace.rows} rows on {workspace.partials.device}) does not fit "
                          f"{m_pad} rows on {x.device}")
+    if n == 0:  # an empty output: nothing to launch (the launchers divide by the tile count)
+        return out
     epilogue = EPILOGUE_SILU_MUL if activation else (EPILOGUE_RESIDUAL if residual is not None else EPILOGUE_NONE)
     args = dict(
         X=x, W=weight, Out=out, NormWeight=norm_weight, Residual=residual,
