@@ -1,7 +1,8 @@
 """The GEMV's Triton kernels; flashcore.ops.gemv chooses among them and launches them (see its docstring).
 
 - _gemv_kernel: tiled, any row count; split-K with an in-kernel reduction; tl.dot for 16-bit rows past one.
-- _gemv_row_kernel: persistent, one or two rows with all of K in registers (x read and normalised once a program).
+- _gemv_row_kernel: persistent, a few rows (one or two as launched) with all of K in registers, x read and
+  normalised once a program.
 - _gemv_chunked_row_kernel: persistent, one row whose K is walked in chunks (the down projection).
 Epilogues: EPILOGUE_NONE, EPILOGUE_RESIDUAL (y = residual + y) and EPILOGUE_SILU_MUL (W holds [gate; up]), each
 rounded as the unfused torch ops round.
