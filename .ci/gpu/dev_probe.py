@@ -982,6 +982,7 @@ if "chunked" in parts:
     out = torch.zeros(1, n, dtype=torch.float16, device="cuda")
     settings = [(bn, bk, p, 3, 4) for bn, bk in ((2, 2048), (4, 2048), (4, 1024), (8, 1024)) for p in (1, 2)]
     settings += [(4, 2048, 2, 4, 4), (8, 1024, 2, 4, 4)]
+    settings += [(8, 2048, 2, 3, 4), (16, 1024, 2, 3, 4), (8, 2048, 2, 4, 4)]  # 32 KB tiles (after run44)
     grid = results["chunked_grid"] = []
     for residual in (False, True):
         def launches(setting, residual=residual):
