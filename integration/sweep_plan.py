@@ -49,6 +49,6 @@ def sweep_plan(model_name="auto", cache_lens="auto"):
         attention_lens=[512, 1024, 2048, 4096, 8192, 32768, 131072],
         prefill_lens=[1024, 4096, 16384],
         gemv_rows=(1, 2, 4, 8),
-        batches=[1, 2, 4, 8, 16, 32],  # 2: two rows take the persistent row GEMV, more rows the batch launch
+        batches=[1, 2, 4, 8, 16, 32],  # 2: the two-row GEMV launches (the row kernel for most projections)
         first_token_lens=[2048, 8192, 32768],
         seed_cache_lens=[512, 1024, 2048, 4096])

@@ -191,7 +191,7 @@ def _gemv_chunked_row_kernel(
     programs = tl.num_programs(0)
     steps = tl.cdiv(tl.cdiv(N, BLOCK_N) - pid, programs) * CHUNKS
     offs_m = tl.arange(0, 1)
-    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    acc = tl.zeros([1, BLOCK_N], dtype=tl.float32)
     residual = tl.zeros([1, BLOCK_N], dtype=tl.float32)
     for step in tl.range(0, steps, num_stages=STAGES):
         chunk = step % CHUNKS
@@ -205,10 +205,9 @@ def _gemv_chunked_row_kernel(
         x = tl.load(X + offs_k * stride_xk, mask=mask_k, other=0.0).to(tl.float32)
         w = tl.load(W + offs_n[:, None].to(tl.int64) * stride_wn + offs_k[None, :],
                     mask=mask_n[:, None] & mask_k[None, :], other=0.0)
-        products = tl.sum(w.to(tl.float32) * x[None, :], 1)
+        products = _tile_products(x[None, :], w, 1)
         acc = tl.where(chunk == 0, products, acc + products)
-        _epilogue_store(acc[None, :], acc[None, :], residual, Out, offs_m, offs_n,
-                        mask_n[None, :] & (chunk == CHUNKS - 1), 0, EPILOGUE)
+        _epilogue_store(acc, acc, residual, Out, offs_m, offs_n, mask_n[None, :] & (chunk == CHUNKS - 1), 0, EPILOGUE)
 
 
 @triton.jit
