@@ -36,10 +36,12 @@ sweep), rows2 (two rows through the row GEMV shape by shape, bare and fused, aga
 bstages (batch_config's launch at 4 and 8 rows against explicit stages, blocks and splits, and cuBLAS), rows2_engine
 (the engine's batch-2 step under row_launch's run41 dispatch against acff090's; GEMV rows at M = 2), chunked (the
 persistent chunked row GEMV on the down projection against streaming_config: error, a grid, the engine A/B),
-yardstick (the copy-bandwidth yardstick at a process's start, after 1 s of copies, and over 200 copies).
-Parts pdl and tma (programmatic dependent launch; the TMA prefill kernel), contig (decode splits over runs of
-consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue loads
-in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
+yardstick (the copy-bandwidth yardstick at a process's start, after 1 s of copies, and over 200 copies), pdl
+(programmatic dependent launch with L2 prefetches before the wait: decode attention in graphs, the projection chain,
+the engine A/B).
+Parts tma (the TMA prefill kernel; run10 also timed PDL on the tiled GEMVs of the time), contig (decode splits over
+runs of consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue
+loads in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
 with PERF_NOTES.md's verdict."""
 import gc
 import json
@@ -1043,6 +1045,83 @@ if "yardstick" in parts:
         + ", ".join(f"{r:.3f}" for r in readings["after_warm_up"]) + "; 200 copies "
         + ", ".join(f"{r:.3f}" for r in readings["long"]))
     save()
+
+if "pdl" in parts:
+    # Programmatic dependent launch (flashcore._pdl) for the persistent GEMVs and decode attention, off against on
+    # (tests/test_pdl.py checks the bits): decode attention in graphs over rotated caches and the projection chain,
+    # side by side in one timing; then the engine A/B over what the kernels prefetch before their wait and when they
+    # release the next kernel. Run10 (bf9283d) timed PDL on the tiled GEMVs of the time, many waves a launch: slower.
+    from flashcore import _pdl
+    from flashcore.decode import DecodeWorkspace, num_splits, sm_count
+    from integration.engine import llama_weights
+    from integration.timing import rotation_count, time_graphs_side_by_side_ms
+    defaults = _pdl.ENABLED, _pdl.RELEASE_NEXT, _pdl.PREFETCH_ROW_TILES, _pdl.PREFETCH_CHUNK_COLUMNS, \
+        _pdl.PREFETCH_KV_BLOCKS
+
+    def pdl_setting(enabled, release=True, row_tiles=1, chunk_columns=2048, kv_blocks=1):
+        def put_in_place():
+            _pdl.ENABLED, _pdl.RELEASE_NEXT = enabled, release
+            _pdl.PREFETCH_ROW_TILES, _pdl.PREFETCH_CHUNK_COLUMNS, _pdl.PREFETCH_KV_BLOCKS = \
+                row_tiles, chunk_columns, kv_blocks
+        return put_in_place
+
+    def under(setting, fn):
+        def run():
+            setting()
+            fn()
+        return run
+
+    attention = results["pdl_attention"] = []
+    for batch, cache_len in ((1, 2048), (1, 8192), (1, 32768), (8, 4096)):
+        kv_bytes = 2 * batch * 8 * cache_len * 128 * 2
+        copies = rotation_count(kv_bytes, limit=8)
+        keys = [torch.randn(batch, 8, cache_len, 128, dtype=torch.float16, device="cuda") for _ in range(copies)]
+        values = [torch.randn_like(k) for k in keys]
+        q = torch.randn(batch, 32, 1, 128, dtype=torch.float16, device="cuda")
+        lens = torch.full((batch,), cache_len, dtype=torch.int32, device="cuda")
+        out = torch.empty(batch, 1, 32, 128, dtype=torch.float16, device="cuda").transpose(1, 2)
+        splits = num_splits(batch, 8, cache_len, sm_count(q.device))
+        workspace = DecodeWorkspace.for_shape(batch, 32, 128, splits, q.device)
+
+        def calls():
+            for k, v in zip(keys, values):
+                decode_attention(q, k, v, kv_lens=lens, out=out, workspace=workspace, splits=splits)
+        fns = {"off": under(pdl_setting(False), calls), "pdl": under(pdl_setting(True, kv_blocks=0), calls),
+               "pdl_prefetch": under(pdl_setting(True), calls), "pdl_prefetch2": under(pdl_setting(True, kv_blocks=2),
+                                                                                       calls)}
+        for fn in fns.values():
+            fn()
+        timed = time_graphs_side_by_side_ms(fns, copies, repeats=20)
+        us = {name: t["ms"] * 1e3 for name, t in timed.items()}
+        attention.append({"batch": batch, "cache_len": cache_len, "splits": splits, "us": us,
+                          "floor_us": kv_bytes / bw * 1e6})
+        log(f"pdl attention B={batch} {cache_len}: " + ", ".join(f"{n} {t:.2f}" for n, t in us.items())
+            + f" us (floor {kv_bytes / bw * 1e6:.2f})")
+        save()
+        del keys, values
+        release()
+    model = llama31_8b(dtype=torch.float16)
+    weights = llama_weights(model, 64)
+    chains = results["pdl_chain"] = []
+    for repeat in range(2):
+        for name, setting in (("off", pdl_setting(False)), ("pdl", pdl_setting(True, row_tiles=0, chunk_columns=0)),
+                              ("pdl_prefetch", pdl_setting(True))):
+            setting()
+            chain = kernel_bench.projection_chain(weights, bw)
+            chains.append(dict(chain, variant=name, repeat=repeat))
+            log(f"pdl chain {name:14s} rep {repeat}: {chain['flashcore_ms']:.4f} ms "
+                f"({chain['flashcore_ratio_to_floor']:.4f}x), cublas {chain['cublas_ms']:.4f}")
+            save()
+    del weights, model
+    release()
+    engine_alternated("pdl", {
+        "off": pdl_setting(False),
+        "pdl": pdl_setting(True, row_tiles=0, chunk_columns=0, kv_blocks=0),
+        "pdl_prefetch": pdl_setting(True),
+        "pdl_prefetch_at_exit": pdl_setting(True, release=False),
+        "pdl_prefetch2": pdl_setting(True, row_tiles=2, chunk_columns=4096, kv_blocks=2)})
+    (_pdl.ENABLED, _pdl.RELEASE_NEXT, _pdl.PREFETCH_ROW_TILES, _pdl.PREFETCH_CHUNK_COLUMNS,
+     _pdl.PREFETCH_KV_BLOCKS) = defaults
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside

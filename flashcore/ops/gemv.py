@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.testing
 
-from flashcore import _validate
+from flashcore import _pdl, _validate
 from flashcore.decode import sm_count
 from flashcore.ops._gemv_kernels import (EPILOGUE_NONE, EPILOGUE_RESIDUAL, EPILOGUE_SILU_MUL, _gemv_chunked_row_kernel,
                                          _gemv_kernel, _gemv_row_kernel)
@@ -348,7 +348,8 @@ def _launch_row(args, m_pad, block_n, programs_per_sm, stages, num_warps):
         args["M"], n, k, args["stride_xm"], args["stride_xk"], args["stride_wn"], args["stride_om"],
         args["stride_rm"], args["eps"],
         M_PAD=m_pad, BLOCK_N=block_n, BLOCK_K=triton.next_power_of_2(k), HAS_NORM=args["HAS_NORM"],
-        EPILOGUE=args["EPILOGUE"], STAGES=stages, num_warps=num_warps)
+        EPILOGUE=args["EPILOGUE"], STAGES=stages, num_warps=num_warps, **_pdl_arguments(args["X"].device),
+        PREFETCH_ROWS=_pdl.PREFETCH_ROW_TILES * block_n)
 
 
 def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_warps):
@@ -361,4 +362,10 @@ def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_war
     _gemv_chunked_row_kernel[(programs,)](
         args["X"], args["W"], args["Out"], args["Residual"], n, k, args["stride_xk"], args["stride_wn"],
         BLOCK_N=block_n, BLOCK_K=block_k, CHUNKS=triton.cdiv(k, block_k), EPILOGUE=args["EPILOGUE"], STAGES=stages,
-        num_warps=num_warps)
+        num_warps=num_warps, **_pdl_arguments(args["X"].device), PREFETCH_COLUMNS=_pdl.PREFETCH_CHUNK_COLUMNS)
+
+
+def _pdl_arguments(device):
+    """The persistent kernels' launch under programmatic dependent launch (flashcore._pdl), where it is on."""
+    use_pdl = _pdl.enabled(device)
+    return dict(USE_PDL=use_pdl, RELEASE=_pdl.RELEASE_NEXT, launch_pdl=use_pdl)
