@@ -9,7 +9,7 @@ or writes anything else, so its first loads after the wait find those bytes in L
 A kernel launched with PDL must keep to that: before the wait, only prefetches (hints, which never change a
 result) and loads of int32 tensors (kv_lens, kv_start: no kernel launched with PDL writes an int32 tensor, and a
 kernel launched without it has finished before the next one starts). The kernel released next is scheduled once
-every program of this one has passed its wait (RELEASE_NEXT) or exited, so at most two kernels overlap.
+every program of this one has passed its wait (RELEASE_EARLY) or exited, so at most two kernels overlap.
 """
 import torch
 import triton
@@ -17,8 +17,11 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 ENABLED = False
-# Release the next kernel once this one has passed its wait (True), or only as its programs exit (False).
-RELEASE_NEXT = True
+# Whether a kernel releases the next one as soon as it has passed its wait (True), or only as its programs exit.
+# Released early, the next kernel's programs take whatever an SM has free beside this one's, unevenly: a persistent
+# GEMV sized to two programs an SM then runs up to four on some SMs and none on others (probe run45: the projection
+# chain 5.35 ms against 3.81 with every kernel releasing early). So only kernels followed by a non-persistent one may.
+RELEASE_EARLY = {"gemv": False, "decode_split": True, "decode_merge": False}
 # What each kernel asks L2 for before its wait: the row GEMV its first tiles (a power of two), the chunked row GEMV
 # the first columns of its first tile, decode's split kernel its first key and value blocks (a power of two).
 PREFETCH_ROW_TILES = 1

@@ -392,7 +392,8 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
                      0 if cos is None else cos.stride(0), *out_strides)
     block_n, load_v_with_k, owner_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K, OWNER_LOAD_V_WITH_K
     num_warps, num_stages = DECODE_NUM_WARPS, (DECODE_NUM_STAGES if on_gpu else 1)
-    use_pdl, release, prefetch = _pdl.enabled(query.device), _pdl.RELEASE_NEXT, _pdl.PREFETCH_KV_BLOCKS
+    use_pdl, prefetch = _pdl.enabled(query.device), _pdl.PREFETCH_KV_BLOCKS
+    release, merge_release = _pdl.RELEASE_EARLY["decode_split"], _pdl.RELEASE_EARLY["decode_merge"]
     stride_key = int_key(split_strides)
     split_key = None if stride_key is None else (
         query.dtype, out.dtype, group, head_dim, block_n, load_v_with_k, owner_v_with_k, num_warps, num_stages,
@@ -418,13 +419,13 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
         out_stride_key = int_key(out_strides)
         splits_padded = triton.next_power_of_2(splits)
         merge_key = None if out_stride_key is None else (out.dtype, head_dim, splits_padded, out_stride_key,
-                                                         pointer_key(out), use_pdl, release)
+                                                         pointer_key(out), use_pdl, merge_release)
         merge_ints = (*out_strides, q_heads, splits)
         _merge_launch.launch(
             (batch * q_heads,),
             (workspace.partial_out, workspace.partial_lse, out, *merge_ints), merge_key,
             lambda: dict(HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded, SPLITS_PADDED=splits_padded,
-                         USE_PDL=use_pdl, RELEASE=release, num_warps=4, launch_pdl=use_pdl))
+                         USE_PDL=use_pdl, RELEASE=merge_release, num_warps=4, launch_pdl=use_pdl))
     if signature is not None and _aligned(query, key, value, kv_lens, kv_start, out):
         device_index = query.device.index
         split = _split_launch.bound(split_key, device_index, (splits, batch * kv_heads))
@@ -471,7 +472,8 @@ def _plan_signature(query, key, value, kv_lens, kv_start, scale, splits, out):
             None if kv_start is None else (kv_start.shape, kv_start.stride(), kv_start.dtype, kv_start.device),
             None if out is None else (out.shape, out.stride(), out.dtype, out.device),
             scale, splits, DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K, DECODE_NUM_WARPS, DECODE_NUM_STAGES,
-            _pdl.ENABLED, _pdl.RELEASE_NEXT, _pdl.PREFETCH_KV_BLOCKS)
+            _pdl.ENABLED, _pdl.RELEASE_EARLY["decode_split"], _pdl.RELEASE_EARLY["decode_merge"],
+            _pdl.PREFETCH_KV_BLOCKS)
 
 
 def _aligned(*tensors):

@@ -1049,18 +1049,21 @@ if "yardstick" in parts:
 if "pdl" in parts:
     # Programmatic dependent launch (flashcore._pdl) for the persistent GEMVs and decode attention, off against on
     # (tests/test_pdl.py checks the bits): decode attention in graphs over rotated caches and the projection chain,
-    # side by side in one timing; then the engine A/B over what the kernels prefetch before their wait and when they
-    # release the next kernel. Run10 (bf9283d) timed PDL on the tiled GEMVs of the time, many waves a launch: slower.
+    # side by side in one timing; then the engine A/B over which kernels release the next one early and what they
+    # prefetch before their wait. Run45 ran this part as fefc6aa has it (one release setting for every kernel).
+    # Run10 (bf9283d) timed PDL on the tiled GEMVs of the time, many waves a launch: slower.
     from flashcore import _pdl
     from flashcore.decode import DecodeWorkspace, num_splits, sm_count
     from integration.engine import llama_weights
     from integration.timing import rotation_count, time_graphs_side_by_side_ms
-    defaults = _pdl.ENABLED, _pdl.RELEASE_NEXT, _pdl.PREFETCH_ROW_TILES, _pdl.PREFETCH_CHUNK_COLUMNS, \
+    defaults = _pdl.ENABLED, dict(_pdl.RELEASE_EARLY), _pdl.PREFETCH_ROW_TILES, _pdl.PREFETCH_CHUNK_COLUMNS, \
         _pdl.PREFETCH_KV_BLOCKS
 
-    def pdl_setting(enabled, release=True, row_tiles=1, chunk_columns=2048, kv_blocks=1):
+    def pdl_setting(enabled, gemv_early=False, split_early=True, merge_early=False, row_tiles=1, chunk_columns=2048,
+                    kv_blocks=0):
         def put_in_place():
-            _pdl.ENABLED, _pdl.RELEASE_NEXT = enabled, release
+            _pdl.ENABLED = enabled
+            _pdl.RELEASE_EARLY.update(gemv=gemv_early, decode_split=split_early, decode_merge=merge_early)
             _pdl.PREFETCH_ROW_TILES, _pdl.PREFETCH_CHUNK_COLUMNS, _pdl.PREFETCH_KV_BLOCKS = \
                 row_tiles, chunk_columns, kv_blocks
         return put_in_place
@@ -1086,9 +1089,10 @@ if "pdl" in parts:
         def calls():
             for k, v in zip(keys, values):
                 decode_attention(q, k, v, kv_lens=lens, out=out, workspace=workspace, splits=splits)
-        fns = {"off": under(pdl_setting(False), calls), "pdl": under(pdl_setting(True, kv_blocks=0), calls),
-               "pdl_prefetch": under(pdl_setting(True), calls), "pdl_prefetch2": under(pdl_setting(True, kv_blocks=2),
-                                                                                       calls)}
+        fns = {"off": under(pdl_setting(False), calls),
+               "at_exit": under(pdl_setting(True, split_early=False), calls),
+               "split_early": under(pdl_setting(True), calls),
+               "both_early": under(pdl_setting(True, merge_early=True), calls)}
         for fn in fns.values():
             fn()
         timed = time_graphs_side_by_side_ms(fns, copies, repeats=20)
@@ -1104,24 +1108,25 @@ if "pdl" in parts:
     weights = llama_weights(model, 64)
     chains = results["pdl_chain"] = []
     for repeat in range(2):
-        for name, setting in (("off", pdl_setting(False)), ("pdl", pdl_setting(True, row_tiles=0, chunk_columns=0)),
-                              ("pdl_prefetch", pdl_setting(True))):
+        for name, setting in (("off", pdl_setting(False)), ("at_exit", pdl_setting(True, row_tiles=0, chunk_columns=0)),
+                              ("at_exit_prefetch", pdl_setting(True))):
             setting()
             chain = kernel_bench.projection_chain(weights, bw)
             chains.append(dict(chain, variant=name, repeat=repeat))
-            log(f"pdl chain {name:14s} rep {repeat}: {chain['flashcore_ms']:.4f} ms "
+            log(f"pdl chain {name:16s} rep {repeat}: {chain['flashcore_ms']:.4f} ms "
                 f"({chain['flashcore_ratio_to_floor']:.4f}x), cublas {chain['cublas_ms']:.4f}")
             save()
     del weights, model
     release()
     engine_alternated("pdl", {
         "off": pdl_setting(False),
-        "pdl": pdl_setting(True, row_tiles=0, chunk_columns=0, kv_blocks=0),
-        "pdl_prefetch": pdl_setting(True),
-        "pdl_prefetch_at_exit": pdl_setting(True, release=False),
-        "pdl_prefetch2": pdl_setting(True, row_tiles=2, chunk_columns=4096, kv_blocks=2)})
-    (_pdl.ENABLED, _pdl.RELEASE_NEXT, _pdl.PREFETCH_ROW_TILES, _pdl.PREFETCH_CHUNK_COLUMNS,
-     _pdl.PREFETCH_KV_BLOCKS) = defaults
+        "at_exit": pdl_setting(True, split_early=False, row_tiles=0, chunk_columns=0),
+        "at_exit_prefetch": pdl_setting(True, split_early=False),
+        "split_early": pdl_setting(True, row_tiles=0, chunk_columns=0),
+        "split_early_prefetch": pdl_setting(True)}, cache_lens=(512, 2048, 8192, 32768))
+    _pdl.ENABLED, release_early, _pdl.PREFETCH_ROW_TILES, _pdl.PREFETCH_CHUNK_COLUMNS, \
+        _pdl.PREFETCH_KV_BLOCKS = defaults
+    _pdl.RELEASE_EARLY.update(release_early)
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside

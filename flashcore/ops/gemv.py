@@ -368,4 +368,4 @@ def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_war
 def _pdl_arguments(device):
     """The persistent kernels' launch under programmatic dependent launch (flashcore._pdl), where it is on."""
     use_pdl = _pdl.enabled(device)
-    return dict(USE_PDL=use_pdl, RELEASE=_pdl.RELEASE_NEXT, launch_pdl=use_pdl)
+    return dict(USE_PDL=use_pdl, RELEASE=_pdl.RELEASE_EARLY["gemv"], launch_pdl=use_pdl)
