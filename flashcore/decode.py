@@ -24,7 +24,7 @@ import triton.language as tl
 from flashcore import _pdl, _validate
 from flashcore._launch import FastLaunch, int_key, pointer_key
 from flashcore._online_softmax import LOG2E, accumulate, attend_block, finish, softmax_step
-from flashcore._pdl import prefetch_rows_l2, wait_for_previous_kernel
+from flashcore._pdl import wait_for_previous_kernel
 from flashcore.ops.rope_append import check_tables, rotate
 
 DECODE_BLOCK_N = 64
@@ -80,10 +80,11 @@ def _decode_split_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr,
     DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr, OWNER_LOAD_V_WITH_K: tl.constexpr,
-    ROPE: tl.constexpr, USE_PDL: tl.constexpr, RELEASE: tl.constexpr, PREFETCH_BLOCKS: tl.constexpr,
+    ROPE: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     tl.static_assert(BLOCK_H >= GROUP_SIZE)
     tl.static_assert(HAS_KV_LENS or not ROPE)
+    wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): nothing before it
     # torch.compile hands a Python float over as fp64; keep the softmax state in fp32 whatever the caller
     qk_scale_log2 = tl.cast(qk_scale_log2, tl.float32)
     split = tl.program_id(0)
@@ -97,18 +98,6 @@ def _decode_split_kernel(
     kv_lo = 0
     if HAS_KV_START:
         kv_lo = tl.maximum(tl.load(KvStart + off_b), 0)
-    k_base = K + off_b.to(tl.int64) * stride_kb + off_hkv.to(tl.int64) * stride_kh
-    v_base = V + off_b.to(tl.int64) * stride_vb + off_hkv.to(tl.int64) * stride_vh
-    first_block = kv_lo // BLOCK_N
-    if USE_PDL and PREFETCH_BLOCKS > 0:
-        # Under PDL (flashcore._pdl): ask L2 for this split's first key and value blocks while the QKV projection
-        # before it finishes (kv_lens and kv_start are int32, which no kernel launched with PDL writes)
-        j = tl.arange(0, PREFETCH_BLOCKS * BLOCK_N)
-        rows = (first_block + split + (j // BLOCK_N) * num_splits) * BLOCK_N + j % BLOCK_N
-        rows_ok = (rows >= kv_lo) & (rows < kv_hi)
-        prefetch_rows_l2(k_base, rows, rows_ok, stride_kn, stride_kd, HEAD_DIM, HEAD_DIM_PADDED)
-        prefetch_rows_l2(v_base, rows, rows_ok, stride_vn, stride_vd, HEAD_DIM, HEAD_DIM_PADDED)
-    wait_for_previous_kernel(USE_PDL, RELEASE)
 
     offs_h = tl.arange(0, BLOCK_H)  # query heads of this KV group (padded up to a dot-friendly 16)
     offs_n = tl.arange(0, BLOCK_N)
@@ -121,7 +110,10 @@ def _decode_split_kernel(
     q_ptrs = q_row + q_heads[:, None].to(tl.int64) * stride_qh + offs_d[None, :] * stride_qd
     q_mask = mask_h[:, None] & mask_d[None, :]
     q = tl.load(q_ptrs, mask=q_mask, other=0.0)
+    k_base = K + off_b.to(tl.int64) * stride_kb + off_hkv.to(tl.int64) * stride_kh
+    v_base = V + off_b.to(tl.int64) * stride_vb + off_hkv.to(tl.int64) * stride_vh
 
+    first_block = kv_lo // BLOCK_N
     loop_hi = kv_hi
     if ROPE:
         # Q is this step's QKV projection: rotate the queries, and the new key, which goes to row kv_lens - 1
@@ -210,9 +202,9 @@ def _decode_merge_kernel(
     stride_ob, stride_oh, stride_od,
     q_heads, num_splits,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, SPLITS_PADDED: tl.constexpr,
-    USE_PDL: tl.constexpr, RELEASE: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
-    wait_for_previous_kernel(USE_PDL, RELEASE)
+    wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): nothing before it
     off_bh = tl.program_id(0)
     off_b = off_bh // q_heads
     off_h = off_bh % q_heads
@@ -392,12 +384,11 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
                      0 if cos is None else cos.stride(0), *out_strides)
     block_n, load_v_with_k, owner_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K, OWNER_LOAD_V_WITH_K
     num_warps, num_stages = DECODE_NUM_WARPS, (DECODE_NUM_STAGES if on_gpu else 1)
-    use_pdl, prefetch = _pdl.enabled(query.device), _pdl.PREFETCH_KV_BLOCKS
-    release, merge_release = _pdl.RELEASE_EARLY["decode_split"], _pdl.RELEASE_EARLY["decode_merge"]
+    use_pdl = _pdl.enabled(query.device)
     stride_key = int_key(split_strides)
     split_key = None if stride_key is None else (
         query.dtype, out.dtype, group, head_dim, block_n, load_v_with_k, owner_v_with_k, num_warps, num_stages,
-        use_pdl, release, prefetch,
+        use_pdl,
         kv_lens is not None, kv_start is not None, rope is not None, stride_key,
         pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start),
         pointer_key(cos), pointer_key(sin), pointer_key(out))
@@ -412,20 +403,19 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
                      HAS_KV_START=kv_start is not None,
                      DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # tf32: unused for 16-bit
                      LOAD_V_WITH_K=load_v_with_k, OWNER_LOAD_V_WITH_K=owner_v_with_k, ROPE=rope is not None,
-                     USE_PDL=use_pdl, RELEASE=release, PREFETCH_BLOCKS=prefetch,
-                     num_warps=num_warps, num_stages=num_stages, launch_pdl=use_pdl))
+                     USE_PDL=use_pdl, num_warps=num_warps, num_stages=num_stages, launch_pdl=use_pdl))
     merge_key = merge_ints = None
     if not single_split:
         out_stride_key = int_key(out_strides)
         splits_padded = triton.next_power_of_2(splits)
         merge_key = None if out_stride_key is None else (out.dtype, head_dim, splits_padded, out_stride_key,
-                                                         pointer_key(out), use_pdl, merge_release)
+                                                         pointer_key(out), use_pdl)
         merge_ints = (*out_strides, q_heads, splits)
         _merge_launch.launch(
             (batch * q_heads,),
             (workspace.partial_out, workspace.partial_lse, out, *merge_ints), merge_key,
             lambda: dict(HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded, SPLITS_PADDED=splits_padded,
-                         USE_PDL=use_pdl, RELEASE=merge_release, num_warps=4, launch_pdl=use_pdl))
+                         USE_PDL=use_pdl, num_warps=4, launch_pdl=use_pdl))
     if signature is not None and _aligned(query, key, value, kv_lens, kv_start, out):
         device_index = query.device.index
         split = _split_launch.bound(split_key, device_index, (splits, batch * kv_heads))
@@ -472,8 +462,7 @@ def _plan_signature(query, key, value, kv_lens, kv_start, scale, splits, out):
             None if kv_start is None else (kv_start.shape, kv_start.stride(), kv_start.dtype, kv_start.device),
             None if out is None else (out.shape, out.stride(), out.dtype, out.device),
             scale, splits, DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K, DECODE_NUM_WARPS, DECODE_NUM_STAGES,
-            _pdl.ENABLED, _pdl.RELEASE_EARLY["decode_split"], _pdl.RELEASE_EARLY["decode_merge"],
-            _pdl.PREFETCH_KV_BLOCKS)
+            _pdl.ENABLED)
 
 
 def _aligned(*tensors):

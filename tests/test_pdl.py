@@ -1,6 +1,10 @@
 """Programmatic dependent launch (flashcore._pdl) changes when kernels start, never what they compute: with it on,
 the engine's tokens and logits and decode attention's output are bitwise those with it off. A kernel that touched
 the previous kernel's output before its wait would show here as a race."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -20,6 +24,17 @@ def pdl_setting():
 def test_pdl_is_off_off_the_gpu(pdl_setting):
     _pdl.ENABLED = True
     assert not _pdl.enabled(torch.device("cpu"))
+
+
+def test_pdl_kernels_wait_before_their_first_load():
+    """The waits are what make PDL safe, and a compiler may move loads: read the order in the kernels' PTX."""
+    script = os.path.join(os.path.dirname(__file__), "pdl_ptx_check.py")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TRITON_INTERPRET="0", PYTHONPATH=root)
+    run = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert len(lines) == 7 and all(line.endswith(" ok") for line in lines), run.stdout
 
 
 @pytest.mark.gpu

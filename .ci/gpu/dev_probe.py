@@ -37,8 +37,7 @@ bstages (batch_config's launch at 4 and 8 rows against explicit stages, blocks a
 (the engine's batch-2 step under row_launch's run41 dispatch against acff090's; GEMV rows at M = 2), chunked (the
 persistent chunked row GEMV on the down projection against streaming_config: error, a grid, the engine A/B),
 yardstick (the copy-bandwidth yardstick at a process's start, after 1 s of copies, and over 200 copies), pdl
-(programmatic dependent launch with L2 prefetches before the wait: decode attention in graphs, the projection chain,
-the engine A/B).
+(programmatic dependent launch off against on: decode attention in graphs, the projection chain, the engine A/B).
 Parts tma (the TMA prefill kernel; run10 also timed PDL on the tiled GEMVs of the time), contig (decode splits over
 runs of consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue
 loads in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -1047,25 +1046,19 @@ if "yardstick" in parts:
     save()
 
 if "pdl" in parts:
-    # Programmatic dependent launch (flashcore._pdl) for the persistent GEMVs and decode attention, off against on
-    # (tests/test_pdl.py checks the bits): decode attention in graphs over rotated caches and the projection chain,
-    # side by side in one timing; then the engine A/B over which kernels release the next one early and what they
-    # prefetch before their wait. Run45 ran this part as fefc6aa has it (one release setting for every kernel).
-    # Run10 (bf9283d) timed PDL on the tiled GEMVs of the time, many waves a launch: slower.
+    # Programmatic dependent launch (flashcore._pdl) off against on (tests/test_pdl.py checks the bits): decode
+    # attention in graphs over rotated caches and the projection chain, side by side in one timing; then the engine
+    # A/B. Run45 and run46 ran this part as fefc6aa and ca1fa52 have it, with early releases and L2 prefetches before
+    # the wait; run10 (bf9283d) timed PDL on the tiled GEMVs of the time, many waves a launch: slower.
     from flashcore import _pdl
     from flashcore.decode import DecodeWorkspace, num_splits, sm_count
     from integration.engine import llama_weights
     from integration.timing import rotation_count, time_graphs_side_by_side_ms
-    defaults = _pdl.ENABLED, dict(_pdl.RELEASE_EARLY), _pdl.PREFETCH_ROW_TILES, _pdl.PREFETCH_CHUNK_COLUMNS, \
-        _pdl.PREFETCH_KV_BLOCKS
+    default = _pdl.ENABLED
 
-    def pdl_setting(enabled, gemv_early=False, split_early=True, merge_early=False, row_tiles=1, chunk_columns=2048,
-                    kv_blocks=0):
+    def pdl_setting(enabled):
         def put_in_place():
             _pdl.ENABLED = enabled
-            _pdl.RELEASE_EARLY.update(gemv=gemv_early, decode_split=split_early, decode_merge=merge_early)
-            _pdl.PREFETCH_ROW_TILES, _pdl.PREFETCH_CHUNK_COLUMNS, _pdl.PREFETCH_KV_BLOCKS = \
-                row_tiles, chunk_columns, kv_blocks
         return put_in_place
 
     def under(setting, fn):
@@ -1089,10 +1082,7 @@ if "pdl" in parts:
         def calls():
             for k, v in zip(keys, values):
                 decode_attention(q, k, v, kv_lens=lens, out=out, workspace=workspace, splits=splits)
-        fns = {"off": under(pdl_setting(False), calls),
-               "at_exit": under(pdl_setting(True, split_early=False), calls),
-               "split_early": under(pdl_setting(True), calls),
-               "both_early": under(pdl_setting(True, merge_early=True), calls)}
+        fns = {"off": under(pdl_setting(False), calls), "pdl": under(pdl_setting(True), calls)}
         for fn in fns.values():
             fn()
         timed = time_graphs_side_by_side_ms(fns, copies, repeats=20)
@@ -1108,25 +1098,18 @@ if "pdl" in parts:
     weights = llama_weights(model, 64)
     chains = results["pdl_chain"] = []
     for repeat in range(2):
-        for name, setting in (("off", pdl_setting(False)), ("at_exit", pdl_setting(True, row_tiles=0, chunk_columns=0)),
-                              ("at_exit_prefetch", pdl_setting(True))):
-            setting()
+        for name, enabled in (("off", False), ("pdl", True)):
+            _pdl.ENABLED = enabled
             chain = kernel_bench.projection_chain(weights, bw)
             chains.append(dict(chain, variant=name, repeat=repeat))
-            log(f"pdl chain {name:16s} rep {repeat}: {chain['flashcore_ms']:.4f} ms "
+            log(f"pdl chain {name:4s} rep {repeat}: {chain['flashcore_ms']:.4f} ms "
                 f"({chain['flashcore_ratio_to_floor']:.4f}x), cublas {chain['cublas_ms']:.4f}")
             save()
     del weights, model
     release()
-    engine_alternated("pdl", {
-        "off": pdl_setting(False),
-        "at_exit": pdl_setting(True, split_early=False, row_tiles=0, chunk_columns=0),
-        "at_exit_prefetch": pdl_setting(True, split_early=False),
-        "split_early": pdl_setting(True, row_tiles=0, chunk_columns=0),
-        "split_early_prefetch": pdl_setting(True)}, cache_lens=(512, 2048, 8192, 32768))
-    _pdl.ENABLED, release_early, _pdl.PREFETCH_ROW_TILES, _pdl.PREFETCH_CHUNK_COLUMNS, \
-        _pdl.PREFETCH_KV_BLOCKS = defaults
-    _pdl.RELEASE_EARLY.update(release_early)
+    engine_alternated("pdl", {"off": pdl_setting(False), "pdl": pdl_setting(True)},
+                      cache_lens=(512, 2048, 8192, 32768))
+    _pdl.ENABLED = default
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside

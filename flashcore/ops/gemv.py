@@ -348,8 +348,7 @@ def _launch_row(args, m_pad, block_n, programs_per_sm, stages, num_warps):
         args["M"], n, k, args["stride_xm"], args["stride_xk"], args["stride_wn"], args["stride_om"],
         args["stride_rm"], args["eps"],
         M_PAD=m_pad, BLOCK_N=block_n, BLOCK_K=triton.next_power_of_2(k), HAS_NORM=args["HAS_NORM"],
-        EPILOGUE=args["EPILOGUE"], STAGES=stages, num_warps=num_warps, **_pdl_arguments(args["X"].device),
-        PREFETCH_ROWS=_pdl.PREFETCH_ROW_TILES * block_n)
+        EPILOGUE=args["EPILOGUE"], STAGES=stages, num_warps=num_warps, **_pdl_arguments(args["X"].device))
 
 
 def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_warps):
@@ -362,10 +361,11 @@ def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_war
     _gemv_chunked_row_kernel[(programs,)](
         args["X"], args["W"], args["Out"], args["Residual"], n, k, args["stride_xk"], args["stride_wn"],
         BLOCK_N=block_n, BLOCK_K=block_k, CHUNKS=triton.cdiv(k, block_k), EPILOGUE=args["EPILOGUE"], STAGES=stages,
-        num_warps=num_warps, **_pdl_arguments(args["X"].device), PREFETCH_COLUMNS=_pdl.PREFETCH_CHUNK_COLUMNS)
+        num_warps=num_warps, **_pdl_arguments(args["X"].device))
 
 
 def _pdl_arguments(device):
-    """The persistent kernels' launch under programmatic dependent launch (flashcore._pdl), where it is on."""
+    """The persistent kernels launch with programmatic dependent launch where it is on (flashcore._pdl). The tiled
+    kernel does not: untimed (at batch 2-32 it serves O, down and every norm launch)."""
     use_pdl = _pdl.enabled(device)
-    return dict(USE_PDL=use_pdl, RELEASE=_pdl.RELEASE_EARLY["gemv"], launch_pdl=use_pdl)
+    return dict(USE_PDL=use_pdl, launch_pdl=use_pdl)

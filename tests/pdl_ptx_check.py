@@ -1,0 +1,48 @@
+"""Compiled for an sm_90 GPU without one (Triton's own ptxas), every kernel that launches with programmatic dependent
+launch must wait for the previous kernel before its first global load. Run by tests/test_pdl.py in a process of its
+own: the test process has TRITON_INTERPRET=1 set, under which kernels cannot be compiled. Prints one line a kernel:
+its name, then "ok" or "load before wait"."""
+import os
+
+assert os.environ.get("TRITON_INTERPRET") == "0"
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler.compiler import ASTSource  # noqa: E402
+
+from flashcore import decode  # noqa: E402
+from flashcore.ops import _gemv_kernels  # noqa: E402
+
+HOPPER = GPUTarget("cuda", 90, 32)
+
+
+def check(kernel, pointers, constexprs, **options):
+    signature = {name: "i32" for name in kernel.arg_names}
+    signature.update(pointers)
+    signature.update({name: "constexpr" for name in constexprs})
+    if "eps" in signature:
+        signature["eps"] = "fp32"
+    if "qk_scale_log2" in signature:
+        signature["qk_scale_log2"] = "fp32"
+    ptx = triton.compile(ASTSource(kernel, signature, constexprs), target=HOPPER,
+                         options=dict(options, launch_pdl=True)).asm["ptx"]
+    ok = ptx.index("griddepcontrol.wait") < ptx.index("ld.global")
+    print(kernel.__name__, constexprs.get("EPILOGUE", ""), "ok" if ok else "load before wait", flush=True)
+
+
+half = "*fp16"
+gemv_pointers = {name: half for name in ("X", "W", "Out", "NormWeight", "Residual")}
+for epilogue, norm, rows in ((0, True, 1), (1, False, 1), (2, True, 1), (0, True, 2)):
+    check(_gemv_kernels._gemv_row_kernel, gemv_pointers,
+          dict(M_PAD=rows, BLOCK_N=2, BLOCK_K=4096, HAS_NORM=norm, EPILOGUE=epilogue, STAGES=3, USE_PDL=True),
+          num_warps=4)
+check(_gemv_kernels._gemv_chunked_row_kernel, {name: half for name in ("X", "W", "Out", "Residual")},
+      dict(BLOCK_N=8, BLOCK_K=1024, CHUNKS=14, EPILOGUE=1, STAGES=4, USE_PDL=True), num_warps=4)
+check(decode._decode_split_kernel,
+      dict(Q=half, K=half, V=half, Cos=half, Sin=half, Out=half, PartialOut="*fp32", PartialLse="*fp32",
+           KvLens="*i32", KvStart="*i32"),
+      dict(GROUP_SIZE=4, BLOCK_H=16, HEAD_DIM=128, HEAD_DIM_PADDED=128, BLOCK_N=64, HAS_KV_LENS=True,
+           HAS_KV_START=True, DOT_PRECISION="tf32", LOAD_V_WITH_K=False, OWNER_LOAD_V_WITH_K=True, ROPE=True,
+           USE_PDL=True), num_warps=4, num_stages=3)
+check(decode._decode_merge_kernel, dict(PartialOut="*fp32", PartialLse="*fp32", Out=half),
+      dict(HEAD_DIM=128, HEAD_DIM_PADDED=128, SPLITS_PADDED=64, USE_PDL=True), num_warps=4)
