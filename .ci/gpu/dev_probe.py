@@ -1048,7 +1048,7 @@ if "yardstick" in parts:
 if "pdl" in parts:
     # Programmatic dependent launch (flashcore._pdl) off against on (tests/test_pdl.py checks the bits): decode
     # attention in graphs over rotated caches and the projection chain, side by side in one timing; then the engine
-    # A/B. Run45 and run46 ran this part as fefc6aa and ca1fa52 have it, with early releases and L2 prefetches before
+    # A/B and its batch sweep. Run45 and run46 ran this part as fefc6aa and ca1fa52 have it, with early releases and L2 prefetches before
     # the wait; run10 (bf9283d) timed PDL on the tiled GEMVs of the time, many waves a launch: slower.
     from flashcore import _pdl
     from flashcore.decode import DecodeWorkspace, num_splits, sm_count
@@ -1109,6 +1109,7 @@ if "pdl" in parts:
     release()
     engine_alternated("pdl", {"off": pdl_setting(False), "pdl": pdl_setting(True)},
                       cache_lens=(512, 2048, 8192, 32768))
+    batch_sweep_alternated("pdl", {"off": pdl_setting(False), "pdl": pdl_setting(True)}, (1, 2, 4, 8, 16, 32))
     _pdl.ENABLED = default
 
 if "python" in parts:
