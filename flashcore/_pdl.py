@@ -40,6 +40,12 @@ def enabled(device):
     return capability >= (9, 0)
 
 
+def launch_arguments(device):
+    """The keyword arguments that launch a kernel taking USE_PDL on `device`, with PDL where it is on."""
+    use_pdl = enabled(device)
+    return dict(USE_PDL=use_pdl, launch_pdl=use_pdl)
+
+
 @triton.jit
 def wait_for_previous_kernel(USE_PDL: tl.constexpr):
     """Under PDL: wait until the kernel before this one has finished and its writes are visible. Without PDL it

@@ -11,7 +11,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler.compiler import ASTSource  # noqa: E402
 
 from flashcore import decode  # noqa: E402
-from flashcore.ops import _gemv_kernels  # noqa: E402
+from flashcore.ops import _gemv_kernels, rms_norm  # noqa: E402
 
 HOPPER = GPUTarget("cuda", 90, 32)
 
@@ -36,6 +36,10 @@ for epilogue, norm, rows in ((0, True, 1), (1, False, 1), (2, True, 1), (0, True
     check(_gemv_kernels._gemv_row_kernel, gemv_pointers,
           dict(M_PAD=rows, BLOCK_N=2, BLOCK_K=4096, HAS_NORM=norm, EPILOGUE=epilogue, STAGES=3, USE_PDL=True),
           num_warps=4)
+for rows, split_k, dot in ((1, 1, False), (16, 2, True)):
+    check(_gemv_kernels._gemv_kernel, dict(gemv_pointers, Partials="*fp32", Counters="*i32"),
+          dict(M_PAD=rows, BLOCK_N=64, BLOCK_K=128, SPLIT_K=split_k, HAS_NORM=True, EPILOGUE=1, USE_DOT=dot,
+               USE_PDL=True), num_warps=4)
 check(_gemv_kernels._gemv_chunked_row_kernel, {name: half for name in ("X", "W", "Out", "Residual")},
       dict(BLOCK_N=8, BLOCK_K=1024, CHUNKS=14, EPILOGUE=1, STAGES=4, USE_PDL=True), num_warps=4)
 check(decode._decode_split_kernel,
@@ -44,5 +48,7 @@ check(decode._decode_split_kernel,
       dict(GROUP_SIZE=4, BLOCK_H=16, HEAD_DIM=128, HEAD_DIM_PADDED=128, BLOCK_N=64, HAS_KV_LENS=True,
            HAS_KV_START=True, DOT_PRECISION="tf32", LOAD_V_WITH_K=False, OWNER_LOAD_V_WITH_K=True, ROPE=True,
            USE_PDL=True), num_warps=4, num_stages=3)
+check(rms_norm._rms_norm_kernel, {name: half for name in ("X", "Add", "Weight", "Out")},
+      dict(BLOCK_D=4096, HAS_ADD=True, USE_PDL=True), num_warps=8)
 check(decode._decode_merge_kernel, dict(PartialOut="*fp32", PartialLse="*fp32", Out=half),
       dict(HEAD_DIM=128, HEAD_DIM_PADDED=128, SPLITS_PADDED=64, USE_PDL=True), num_warps=4)

@@ -1048,8 +1048,9 @@ if "yardstick" in parts:
 if "pdl" in parts:
     # Programmatic dependent launch (flashcore._pdl) off against on (tests/test_pdl.py checks the bits): decode
     # attention in graphs over rotated caches and the projection chain, side by side in one timing; then the engine
-    # A/B and its batch sweep. Run45 and run46 ran this part as fefc6aa and ca1fa52 have it, with early releases and L2 prefetches before
-    # the wait; run10 (bf9283d) timed PDL on the tiled GEMVs of the time, many waves a launch: slower.
+    # A/B and its batch sweep. Run45 and run46 ran this part as fefc6aa and ca1fa52 have it, with early releases and
+    # L2 prefetches before the wait; run10 (bf9283d) timed PDL on the tiled GEMVs of the time, many waves a launch:
+    # slower.
     from flashcore import _pdl
     from flashcore.decode import DecodeWorkspace, num_splits, sm_count
     from integration.engine import llama_weights
@@ -1105,6 +1106,14 @@ if "pdl" in parts:
             log(f"pdl chain {name:4s} rep {repeat}: {chain['flashcore_ms']:.4f} ms "
                 f"({chain['flashcore_ratio_to_floor']:.4f}x), cublas {chain['cublas_ms']:.4f}")
             save()
+    gemvs = results["pdl_gemv"] = []
+    for name, enabled in (("off", False), ("pdl", True), ("off", False), ("pdl", True)):
+        _pdl.ENABLED = enabled
+        for r in kernel_bench.gemv_rows(bw, rows_m=(1, 8)):
+            gemvs.append(dict(r, variant=name))
+            log(f"pdl gemv {name:4s} {r['shape']:>12s} M={r['M']}: {r['flashcore_us']:6.2f} us "
+                f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:6.2f}")
+        save()
     del weights, model
     release()
     engine_alternated("pdl", {"off": pdl_setting(False), "pdl": pdl_setting(True)},

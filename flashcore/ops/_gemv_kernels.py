@@ -47,8 +47,9 @@ def _gemv_kernel(
     stride_xm, stride_xk, stride_wn, stride_om, stride_rm,
     eps,
     M_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, USE_DOT: tl.constexpr,
+    HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, USE_DOT: tl.constexpr, USE_PDL: tl.constexpr = False,
 ):
+    wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): nothing before it
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)  # which slice of K (split-K: small N still fills every SM)
     offs_m = tl.arange(0, M_PAD)

@@ -311,6 +311,7 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         stride_xm=x.stride(0), stride_xk=x.stride(1), stride_wn=weight.stride(0), stride_om=out.stride(0),
         stride_rm=residual.stride(0) if residual is not None else 0,
         eps=eps, M_PAD=m_pad, HAS_NORM=norm_weight is not None, EPILOGUE=epilogue, USE_DOT=use_dot,
+        **_pdl.launch_arguments(x.device),
     )
     if row is not None:
         _launch_row(args, *row)
@@ -348,7 +349,8 @@ def _launch_row(args, m_pad, block_n, programs_per_sm, stages, num_warps):
         args["M"], n, k, args["stride_xm"], args["stride_xk"], args["stride_wn"], args["stride_om"],
         args["stride_rm"], args["eps"],
         M_PAD=m_pad, BLOCK_N=block_n, BLOCK_K=triton.next_power_of_2(k), HAS_NORM=args["HAS_NORM"],
-        EPILOGUE=args["EPILOGUE"], STAGES=stages, num_warps=num_warps, **_pdl_arguments(args["X"].device))
+        EPILOGUE=args["EPILOGUE"], STAGES=stages, num_warps=num_warps, USE_PDL=args["USE_PDL"],
+        launch_pdl=args["launch_pdl"])
 
 
 def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_warps):
@@ -361,11 +363,4 @@ def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_war
     _gemv_chunked_row_kernel[(programs,)](
         args["X"], args["W"], args["Out"], args["Residual"], n, k, args["stride_xk"], args["stride_wn"],
         BLOCK_N=block_n, BLOCK_K=block_k, CHUNKS=triton.cdiv(k, block_k), EPILOGUE=args["EPILOGUE"], STAGES=stages,
-        num_warps=num_warps, **_pdl_arguments(args["X"].device))
-
-
-def _pdl_arguments(device):
-    """The persistent kernels launch with programmatic dependent launch where it is on (flashcore._pdl). The tiled
-    kernel does not: untimed (at batch 2-32 it serves O, down and every norm launch)."""
-    use_pdl = _pdl.enabled(device)
-    return dict(USE_PDL=use_pdl, launch_pdl=use_pdl)
+        num_warps=num_warps, USE_PDL=args["USE_PDL"], launch_pdl=args["launch_pdl"])

@@ -13,14 +13,16 @@ import torch
 import triton
 import triton.language as tl
 
-from flashcore import _validate
+from flashcore import _pdl, _validate
+from flashcore._pdl import wait_for_previous_kernel
 
 MAX_HIDDEN = 65536  # a whole row stays in registers
 
 
 @triton.jit
 def _rms_norm_kernel(X, Add, Weight, Out, stride_xm, stride_am, stride_om, hidden, eps,
-                     BLOCK_D: tl.constexpr, HAS_ADD: tl.constexpr):
+                     BLOCK_D: tl.constexpr, HAS_ADD: tl.constexpr, USE_PDL: tl.constexpr):
+    wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): nothing before it
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK_D)
     mask = offs < hidden
@@ -63,5 +65,6 @@ def rms_norm(x, weight, eps, *, add=None, out=None):
         rows["x"], rows.get("add"), weight, rows["out"],
         rows["x"].stride(0), rows["add"].stride(0) if add is not None else 0, rows["out"].stride(0),
         hidden, eps, BLOCK_D=block_d, HAS_ADD=add is not None, num_warps=min(16, max(1, block_d // 512)),
+        **_pdl.launch_arguments(x.device),
     )
     return out
