@@ -13,7 +13,9 @@
 #                         none: every notebooks/0*.ipynb) into report/, in the order given. Split the list
 #                         over calls so that each stays under 10 minutes: the stage stops itself after
 #                         STAGE_SECONDS (default 540) and returns what was written by then.
-#   tests [PYTEST ARG...] the unit tests on CUDA (default: -k "not gpu_matrix", which notebook 01 runs)
+#   tests [PYTEST ARG...] the unit tests on CUDA, as pytest's arguments (default: tests -k "not gpu_matrix", which
+#                         leaves out what notebook 01 runs). Name files to run only those: the whole suite takes
+#                         about 9 minutes on the H200.
 # Notebook 03 and the SmolLM2 tests need the joined GGUF: make both setup calls before them.
 # Measured on the H100 (2026-11-25), wall seconds: setup ~10, warm 12 ~125, notebooks 04 ~170 (warm cache),
 # 01 ~140, 02 ~26, 05 ~130, 03 ~395, 06 ~90; a machine start ~30. The machine goes back 30 s after a call
@@ -85,8 +87,8 @@ case $stage in
     ;;
   tests)
     require_setup
-    [ $# -gt 0 ] || set -- -k "not gpu_matrix"
-    exec python3 -m pytest tests -q -p no:cacheprovider "$@"
+    [ $# -gt 0 ] || set -- tests -k "not gpu_matrix"
+    exec python3 -m pytest -q -p no:cacheprovider "$@"
     ;;
   *) echo "unknown stage $stage (setup, warm, notebooks, tests)" >&2; exit 2 ;;
 esac

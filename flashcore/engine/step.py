@@ -8,7 +8,9 @@ A decode step is bandwidth-bound: with ``projections="gemv"`` each layer is six 
   QKV GEMV (RMSNorm in its prologue) -> split-K decode attention (RoPE and the cache append folded in) -> merge
   -> O GEMV (+ residual) -> gate/up GEMV (RMSNorm prologue, SiLU·mul epilogue) -> down GEMV (+ residual)
 and ``projections="cublas"`` runs the projections through cuBLAS with torch ops around them, for comparison.
-Neither function reads anything on the host, so a decode step can be captured in a CUDA graph.
+On Hopper and newer GPUs the FlashCore kernels launch with programmatic dependent launch (flashcore._pdl), so each
+one's launch overlaps the end of the one before it. Neither function reads anything on the host, so a decode step
+can be captured in a CUDA graph.
 """
 from dataclasses import dataclass
 

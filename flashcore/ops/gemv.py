@@ -88,9 +88,12 @@ def row_launch(rows, weight_rows, k, sixteen_bit, has_norm, has_residual):
 # calls; tiles of 2-8 rows, 1024-2048-wide chunks, 1-2 programs an SM, 3-4 stages): the down projection bare 30.5 /
 # 31.6 us at the setting below against the tiled 31.3 / 32.5 (cuBLAS 32.4 / 33.4), with its residual in place (the
 # engine's launch) 31.5 / 32.1 against 31.7 / 32.5; 8 KB tiles (2x2048, 4x1024) and one program an SM lost everywhere
-# (37-64 us); 32 KB tiles are untried. The engine, alternated twice in each call: 512 faster in three of four pairs
-# and tied in the fourth (4.0666-4.0760 ms against 4.0685-4.0874), 2048 within each other's spread (4.1236-4.1438
-# against 4.1255-4.1462). 4/4 fp16 and bf16 cases within 2x F.linear's error.
+# (37-64 us). The engine, alternated twice in each call: 512 faster in three of four pairs and tied in the fourth
+# (4.0666-4.0760 ms against 4.0685-4.0874), 2048 within each other's spread (4.1236-4.1438 against 4.1255-4.1462).
+# 4/4 fp16 and bf16 cases within 2x F.linear's error. Probe run46 added 32 KB tiles (8x2048, 16x1024): 31.8-32.7 us
+# bare against this setting's 31.8, 32.2-33.3 with the residual against 32.4 (the tiled launch 32.5 / 32.9); the
+# engine under the grid's best by sum, (8, 1024, 2, 3, 4), tied with the tiled launch (4.211-4.259 ms against
+# 4.201-4.259).
 PERSISTENT_ROW_CHUNKED = True
 ROW_CHUNKED_LAUNCH = (8, 1024, 2, 4, 4)  # BLOCK_N, BLOCK_K, programs per SM, stages, warps
 
