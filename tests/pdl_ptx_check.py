@@ -1,7 +1,7 @@
 """Compiled for an sm_90 GPU without one (Triton's own ptxas), every kernel that launches with programmatic dependent
-launch must wait for the previous kernel before its first global load. Run by tests/test_pdl.py in a process of its
-own: the test process has TRITON_INTERPRET=1 set, under which kernels cannot be compiled. Prints one line a kernel:
-its name, then "ok" or "load before wait"."""
+launch must wait for the previous kernel before its first global load, store or atomic. Run by tests/test_pdl.py in a
+process of its own: the test process has TRITON_INTERPRET=1 set, under which kernels cannot be compiled. Prints one
+line a kernel: its name, then "ok" or "memory access before wait"."""
 import os
 
 assert os.environ.get("TRITON_INTERPRET") == "0"
@@ -26,8 +26,9 @@ def check(kernel, pointers, constexprs, **options):
         signature["qk_scale_log2"] = "fp32"
     ptx = triton.compile(ASTSource(kernel, signature, constexprs), target=HOPPER,
                          options=dict(options, launch_pdl=True)).asm["ptx"]
-    ok = ptx.index("griddepcontrol.wait") < ptx.index("ld.global")
-    print(kernel.__name__, constexprs.get("EPILOGUE", ""), "ok" if ok else "load before wait", flush=True)
+    first_access = min(ptx.find(op) for op in ("ld.global", "st.global", "atom.global", "red.global") if op in ptx)
+    ok = ptx.index("griddepcontrol.wait") < first_access
+    print(kernel.__name__, constexprs.get("EPILOGUE", ""), "ok" if ok else "memory access before wait", flush=True)
 
 
 half = "*fp16"

@@ -26,8 +26,8 @@ def test_pdl_is_off_off_the_gpu(pdl_setting):
     assert not _pdl.enabled(torch.device("cpu"))
 
 
-def test_pdl_kernels_wait_before_their_first_load():
-    """The waits are what make PDL safe, and a compiler may move loads: read the order in the kernels' PTX."""
+def test_pdl_kernels_wait_before_their_first_memory_access():
+    """The waits are what make PDL safe, and a compiler may move memory accesses: read the order in the PTX."""
     script = os.path.join(os.path.dirname(__file__), "pdl_ptx_check.py")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, TRITON_INTERPRET="0", PYTHONPATH=root)
