@@ -1054,7 +1054,7 @@ if "pdl" in parts:
     from flashcore import _pdl
     from flashcore.decode import DecodeWorkspace, num_splits, sm_count
     from integration.engine import llama_weights
-    from integration.timing import rotation_count, time_graphs_side_by_side_ms
+    from integration.timing import rotation_count, time_graphs_side_by_side_ms, time_python_side_by_side_ms
     default = _pdl.ENABLED
 
     def pdl_setting(enabled):
@@ -1069,7 +1069,7 @@ if "pdl" in parts:
         return run
 
     attention = results["pdl_attention"] = []
-    for batch, cache_len in ((1, 2048), (1, 8192), (1, 32768), (8, 4096)):
+    for batch, cache_len in ((1, 512), (1, 2048), (1, 8192), (1, 32768), (8, 4096)):
         kv_bytes = 2 * batch * 8 * cache_len * 128 * 2
         copies = rotation_count(kv_bytes, limit=8)
         keys = [torch.randn(batch, 8, cache_len, 128, dtype=torch.float16, device="cuda") for _ in range(copies)]
@@ -1088,10 +1088,34 @@ if "pdl" in parts:
             fn()
         timed = time_graphs_side_by_side_ms(fns, copies, repeats=20)
         us = {name: t["ms"] * 1e3 for name, t in timed.items()}
+
+        # From Python as notebook 04 times it: the default call (plans, default splits), back to back over the
+        # rotated caches, beside SDPA, the three in turns
+        def python_calls(enabled):
+            def run():
+                _pdl.ENABLED = enabled
+                for _ in range(max(1, 32 // copies)):
+                    for k, v in zip(keys, values):
+                        decode_attention(q, k, v, kv_lens=lens)
+            return run
+
+        def sdpa_calls():
+            for _ in range(max(1, 32 // copies)):
+                for k, v in zip(keys, values):
+                    F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        runs = {"off": python_calls(False), "pdl": python_calls(True), "sdpa": sdpa_calls}
+        for run in runs.values():
+            run()
+        python = time_python_side_by_side_ms(runs, copies * max(1, 32 // copies))
+        python_us = {name: t["ms"] * 1e3 for name, t in python.items()}
+        python_spread = {name: (t["ms_p10"] * 1e3, t["ms_p90"] * 1e3) for name, t in python.items()}
         attention.append({"batch": batch, "cache_len": cache_len, "splits": splits, "us": us,
+                          "python_us": python_us, "python_p10_p90_us": python_spread,
                           "floor_us": kv_bytes / bw * 1e6})
-        log(f"pdl attention B={batch} {cache_len}: " + ", ".join(f"{n} {t:.2f}" for n, t in us.items())
-            + f" us (floor {kv_bytes / bw * 1e6:.2f})")
+        log(f"pdl attention B={batch} {cache_len}: graph " + ", ".join(f"{n} {t:.2f}" for n, t in us.items())
+            + f" us (floor {kv_bytes / bw * 1e6:.2f}); from Python "
+            + ", ".join(f"{n} {t:.2f} ({python_spread[n][0]:.1f}-{python_spread[n][1]:.1f})"
+                        for n, t in python_us.items()))
         save()
         del keys, values
         release()
