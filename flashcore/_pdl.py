@@ -22,9 +22,12 @@ launched: it waits before it reads or writes anything.
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_wait
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 ENABLED = True
+# Release the next kernel right after this one's wait (True) instead of as this one's programs exit (False). Off:
+# see above; probe part `cap` measures it with each persistent GEMV held to its programs per SM.
+RELEASE_EARLY = False
 
 _CAPABILITY = {}
 
@@ -41,15 +44,25 @@ def enabled(device):
     return capability >= (9, 0)
 
 
+def mode(device):
+    """USE_PDL for a kernel on `device`: 0 without PDL, 1 with it (the next kernel released as this one's programs
+    exit), 2 with it and RELEASE_EARLY."""
+    if not enabled(device):
+        return 0
+    return 2 if RELEASE_EARLY else 1
+
+
 def launch_arguments(device):
     """The keyword arguments that launch a kernel taking USE_PDL on `device`, with PDL where it is on."""
-    use_pdl = enabled(device)
-    return dict(USE_PDL=use_pdl, launch_pdl=use_pdl)
+    use_pdl = mode(device)
+    return dict(USE_PDL=use_pdl, launch_pdl=use_pdl > 0)
 
 
 @triton.jit
 def wait_for_previous_kernel(USE_PDL: tl.constexpr):
-    """Under PDL: wait until the kernel before this one has finished and its writes are visible. Without PDL it
-    compiles to nothing."""
+    """Under PDL (USE_PDL 1 or 2, see `mode`): wait until the kernel before this one has finished and its writes are
+    visible; at 2, then release the next kernel. Without PDL it compiles to nothing."""
     if USE_PDL:
         gdc_wait()
+        if USE_PDL == 2:
+            gdc_launch_dependents()

@@ -384,7 +384,7 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
                      0 if cos is None else cos.stride(0), *out_strides)
     block_n, load_v_with_k, owner_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K, OWNER_LOAD_V_WITH_K
     num_warps, num_stages = DECODE_NUM_WARPS, (DECODE_NUM_STAGES if on_gpu else 1)
-    use_pdl = _pdl.enabled(query.device)
+    use_pdl = _pdl.mode(query.device)
     stride_key = int_key(split_strides)
     split_key = None if stride_key is None else (
         query.dtype, out.dtype, group, head_dim, block_n, load_v_with_k, owner_v_with_k, num_warps, num_stages,
@@ -403,7 +403,7 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
                      HAS_KV_START=kv_start is not None,
                      DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # tf32: unused for 16-bit
                      LOAD_V_WITH_K=load_v_with_k, OWNER_LOAD_V_WITH_K=owner_v_with_k, ROPE=rope is not None,
-                     USE_PDL=use_pdl, num_warps=num_warps, num_stages=num_stages, launch_pdl=use_pdl))
+                     USE_PDL=use_pdl, num_warps=num_warps, num_stages=num_stages, launch_pdl=use_pdl > 0))
     merge_key = merge_ints = None
     if not single_split:
         out_stride_key = int_key(out_strides)
@@ -415,7 +415,7 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
             (batch * q_heads,),
             (workspace.partial_out, workspace.partial_lse, out, *merge_ints), merge_key,
             lambda: dict(HEAD_DIM=head_dim, HEAD_DIM_PADDED=head_dim_padded, SPLITS_PADDED=splits_padded,
-                         USE_PDL=use_pdl, num_warps=4, launch_pdl=use_pdl))
+                         USE_PDL=use_pdl, num_warps=4, launch_pdl=use_pdl > 0))
     if signature is not None and _aligned(query, key, value, kv_lens, kv_start, out):
         device_index = query.device.index
         split = _split_launch.bound(split_key, device_index, (splits, batch * kv_heads))
@@ -462,7 +462,7 @@ def _plan_signature(query, key, value, kv_lens, kv_start, scale, splits, out):
             None if kv_start is None else (kv_start.shape, kv_start.stride(), kv_start.dtype, kv_start.device),
             None if out is None else (out.shape, out.stride(), out.dtype, out.device),
             scale, splits, DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K, DECODE_NUM_WARPS, DECODE_NUM_STAGES,
-            _pdl.ENABLED)
+            _pdl.ENABLED, _pdl.RELEASE_EARLY)
 
 
 def _aligned(*tensors):

@@ -37,7 +37,8 @@ bstages (batch_config's launch at 4 and 8 rows against explicit stages, blocks a
 (the engine's batch-2 step under row_launch's run41 dispatch against acff090's; GEMV rows at M = 2), chunked (the
 persistent chunked row GEMV on the down projection against streaming_config: error, a grid, the engine A/B),
 yardstick (the copy-bandwidth yardstick at a process's start, after 1 s of copies, and over 200 copies), pdl
-(programmatic dependent launch off against on: decode attention in graphs, the projection chain, the engine A/B).
+(programmatic dependent launch off against on: decode attention in graphs, the projection chain, the engine A/B),
+cap (PDL's early release with the persistent GEMVs held to two programs an SM: bits, then the same timings).
 Parts tma (the TMA prefill kernel; run10 also timed PDL on the tiled GEMVs of the time), contig (decode splits over
 runs of consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue
 loads in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -1144,6 +1145,139 @@ if "pdl" in parts:
                       cache_lens=(512, 2048, 8192, 32768))
     batch_sweep_alternated("pdl", {"off": pdl_setting(False), "pdl": pdl_setting(True)}, (1, 2, 4, 8, 16, 32))
     _pdl.ENABLED = default
+
+if "cap" in parts:
+    # PDL with early releases (flashcore._pdl.RELEASE_EARLY: each kernel releases the next right after its wait)
+    # with the persistent GEMVs held to two programs an SM: every compiled variant launched that way asks for
+    # HOLD_SHARED bytes of shared memory, and three such programs do not fit in an SM's 228 KB. A released kernel's
+    # programs can then only take the slots that the kernel before frees as its programs exit. Run45 released early
+    # without the hold and lost 1.5 ms a step: a released GEMV's programs crowded onto whichever SMs had room.
+    # Variants: exit (the default: released as programs exit), early (released after the wait, not held), held.
+    import ctypes
+    from triton.runtime import driver
+    from flashcore import _pdl
+    from flashcore.decode import DecodeWorkspace, num_splits, sm_count
+    from flashcore.ops import _gemv_kernels
+    from integration.engine import llama_weights
+    from integration.timing import rotation_count, time_graphs_side_by_side_ms
+    libcuda = ctypes.CDLL("libcuda.so.1")
+    HOLD_SHARED = 80 * 1024
+    held_kernels = {}  # compiled variant -> its own packed metadata (num_warps, num_ctas, shared)
+
+    def programs_per_sm(compiled, shared):
+        count = ctypes.c_int()
+        libcuda.cuOccupancyMaxActiveBlocksPerMultiprocessor(
+            ctypes.byref(count), ctypes.c_void_p(compiled.function), ctypes.c_int(compiled.metadata.num_warps * 32),
+            ctypes.c_size_t(shared))
+        return count.value
+
+    def hold(on):
+        """Every compiled early-release variant of the persistent GEMVs asks for HOLD_SHARED (on) or its own."""
+        for kernel in (_gemv_kernels._gemv_row_kernel, _gemv_kernels._gemv_chunked_row_kernel):
+            index = kernel.arg_names.index("USE_PDL")
+            for cache in kernel.device_caches.values():
+                for compiled in list(cache[0].values()):
+                    constants = compiled.src.constants
+                    if constants.get((index,), constants.get("USE_PDL")) != 2:
+                        continue
+                    compiled._init_handles()
+                    if compiled not in held_kernels:
+                        held_kernels[compiled] = compiled.packed_metadata
+                        own = compiled.metadata.shared
+                        driver.active.utils.occupancyMaxActiveClusters(compiled.function, HOLD_SHARED, 1)
+                        log(f"cap hold {compiled.name}: {compiled.metadata.num_warps} warps, {compiled.n_regs} "
+                            f"registers, {own} B shared: {programs_per_sm(compiled, own)} programs an SM, held "
+                            f"{programs_per_sm(compiled, HOLD_SHARED)}")
+                    warps, ctas, shared = held_kernels[compiled]
+                    compiled.packed_metadata = (warps, ctas, max(shared, HOLD_SHARED)) if on else (warps, ctas, shared)
+
+    def variant(release_early, held):
+        def put_in_place():
+            _pdl.RELEASE_EARLY = release_early
+            hold(held)
+        return put_in_place
+    variants = {"exit": variant(False, False), "early": variant(True, False), "held": variant(True, True)}
+
+    # Bits: 24 greedy tokens of a 3-layer 8B-shaped model at batch 1 and 2, each variant against exit
+    model = llama31_8b(dtype=torch.float16, num_layers=3)
+    ids = torch.randint(0, 128000, (2, 40), generator=torch.Generator().manual_seed(0)).cuda()
+    mask = torch.ones_like(ids)
+    mask[1, :9] = 0
+    outputs = {}
+    for name in ("exit", "early", "held", "early", "held"):  # the first early compiles what held then holds
+        variants[name]()
+        engine = FlashCoreEngine(model, max_batch_size=2, max_seq_len=128)
+        for batch in (1, 2):
+            tokens = engine.generate(ids[:batch], attention_mask=mask[:batch], max_new_tokens=24, eos_token_id=[])
+            outputs.setdefault((name, batch), []).append(
+                (tokens, engine.engine.program_for(batch).buffers.logits.clone()))
+        del engine
+    bitwise = all(torch.equal(t, outputs[("exit", b)][0][0]) and torch.equal(l, outputs[("exit", b)][0][1])
+                  for (name, b), runs in outputs.items() for t, l in runs)
+    results["cap_bitwise"] = bitwise
+    log(f"cap engine tokens and logits bitwise the same under every variant: {bitwise}")
+    del model
+    release()
+
+    attention = results["cap_attention"] = []
+    for batch, cache_len in ((1, 2048), (1, 32768), (8, 4096)):
+        kv_bytes = 2 * batch * 8 * cache_len * 128 * 2
+        copies = rotation_count(kv_bytes, limit=8)
+        keys = [torch.randn(batch, 8, cache_len, 128, dtype=torch.float16, device="cuda") for _ in range(copies)]
+        values = [torch.randn_like(k) for k in keys]
+        q = torch.randn(batch, 32, 1, 128, dtype=torch.float16, device="cuda")
+        lens = torch.full((batch,), cache_len, dtype=torch.int32, device="cuda")
+        out = torch.empty(batch, 1, 32, 128, dtype=torch.float16, device="cuda").transpose(1, 2)
+        splits = num_splits(batch, 8, cache_len, sm_count(q.device))
+        workspace = DecodeWorkspace.for_shape(batch, 32, 128, splits, q.device)
+
+        def calls_under(release_early):
+            def run():
+                _pdl.RELEASE_EARLY = release_early
+                for k, v in zip(keys, values):
+                    decode_attention(q, k, v, kv_lens=lens, out=out, workspace=workspace, splits=splits)
+            return run
+        fns = {"exit": calls_under(False), "early": calls_under(True)}
+        for fn in fns.values():
+            fn()
+        us = {name: t["ms"] * 1e3 for name, t in time_graphs_side_by_side_ms(fns, copies, repeats=20).items()}
+        attention.append({"batch": batch, "cache_len": cache_len, "splits": splits, "us": us,
+                          "floor_us": kv_bytes / bw * 1e6})
+        log(f"cap attention B={batch} {cache_len}: graph " + ", ".join(f"{n} {t:.2f}" for n, t in us.items())
+            + f" us (floor {kv_bytes / bw * 1e6:.2f})")
+        save()
+        del keys, values
+        release()
+
+    model = llama31_8b(dtype=torch.float16)
+    weights = llama_weights(model, 64)
+    chains = results["cap_chain"] = []
+    for repeat in range(2):
+        for name in ("exit", "early", "held"):
+            variants[name]()
+            chain = kernel_bench.projection_chain(weights, bw)
+            chains.append(dict(chain, variant=name, repeat=repeat))
+            log(f"cap chain {name:5s} rep {repeat}: {chain['flashcore_ms']:.4f} ms "
+                f"({chain['flashcore_ratio_to_floor']:.4f}x), cublas {chain['cublas_ms']:.4f}")
+            save()
+    _pdl.RELEASE_EARLY = True  # compile the bare one-row launches' early-release variants, for hold() to find
+    for n, k in kernel_bench.GEMV_SHAPES_8B:
+        gemv(torch.randn(1, k, dtype=torch.float16, device="cuda"),
+             torch.randn(n, k, dtype=torch.float16, device="cuda"))
+    release()
+    gemvs = results["cap_gemv"] = []
+    for name in ("exit", "held", "exit", "held"):
+        variants[name]()
+        for r in kernel_bench.gemv_rows(bw, rows_m=(1, 8)):
+            gemvs.append(dict(r, variant=name))
+            log(f"cap gemv {name:5s} {r['shape']:>12s} M={r['M']}: {r['flashcore_us']:6.2f} us "
+                f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:6.2f}")
+        save()
+    del weights, model
+    release()
+    engine_alternated("cap", {"exit": variants["exit"], "held": variants["held"]},
+                      cache_lens=(512, 2048, 8192, 32768))
+    variants["exit"]()
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside
