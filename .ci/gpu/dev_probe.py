@@ -1154,7 +1154,6 @@ if "cap" in parts:
     # without the hold and lost 1.5 ms a step: a released GEMV's programs crowded onto whichever SMs had room.
     # Variants: exit (the default: released as programs exit), early (released after the wait, not held), held.
     import ctypes
-    from triton.runtime import driver
     from flashcore import _pdl
     from flashcore.decode import DecodeWorkspace, num_splits, sm_count
     from flashcore.ops import _gemv_kernels
@@ -1184,7 +1183,9 @@ if "cap" in parts:
                     if compiled not in held_kernels:
                         held_kernels[compiled] = compiled.packed_metadata
                         own = compiled.metadata.shared
-                        driver.active.utils.occupancyMaxActiveClusters(compiled.function, HOLD_SHARED, 1)
+                        status = libcuda.cuFuncSetAttribute(  # 8: CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+                            ctypes.c_void_p(compiled.function), ctypes.c_int(8), ctypes.c_int(HOLD_SHARED))
+                        assert status == 0, f"cuFuncSetAttribute: CUresult {status}"
                         log(f"cap hold {compiled.name}: {compiled.metadata.num_warps} warps, {compiled.n_regs} "
                             f"registers, {own} B shared: {programs_per_sm(compiled, own)} programs an SM, held "
                             f"{programs_per_sm(compiled, HOLD_SHARED)}")
