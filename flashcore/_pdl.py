@@ -1,33 +1,37 @@
 """Programmatic dependent launch (PDL) for the decode step's kernels, on Hopper and newer GPUs.
 
 A decode step is a chain of about 200 short kernels, and without PDL each one is launched only once the one before
-it has finished and flushed its writes. Launched with PDL, a kernel is scheduled as soon as the previous kernel's
-programs have exited, and its programs wait in-kernel (`wait_for_previous_kernel`) until that kernel's writes are
-visible, so the launch overlaps the flush. The waits make the results bitwise the same (tests/test_pdl.py). The
-kernels that launch this way: the GEMVs, RMSNorm, and decode attention's split and merge kernels. Measured on the
-H200, off and on alternated twice in each of two probe calls (run48, run49): the engine's step 31-38 us faster on
-average at 512-32K (all 16 pairs faster, by 9-67 us), 22-76 us at batch 1-32, the projection chain 22 us.
+it has finished and flushed its writes. Launched with PDL, a kernel is scheduled early and its programs wait
+in-kernel (`wait_for_previous_kernel`) until the kernel before has finished and its writes are visible. The waits
+make the results bitwise the same (tests/test_pdl.py). The kernels that launch this way: the GEMVs, RMSNorm, and
+decode attention's split and merge kernels.
 
-Two ways to overlap more were measured and lost. A kernel may release the next one early, right after its own wait
-(griddepcontrol.launch_dependents): the next kernel's programs then take whatever an SM has free beside this one's,
-so a persistent GEMV sized to two programs an SM runs up to four on some SMs and none on others (run45: the
-projection chain 5.35 ms against 3.81; releasing from the decode split kernel alone, run46: the engine tied at 512
-and 20-60 us slower at 2K-32K than releasing none). And a kernel may ask L2 for its first weight tiles or key/value
-blocks before its wait (run45-run46): with the release at exit there is little time to fill, and the engine step
-moved -20 to +35 us, the projection chain +60 us.
+When is "early"? A kernel is scheduled once every program of the one before has released it or exited.
+- Released as they exit (USE_PDL 1): the launch overlaps the previous kernel's flush. Measured on the H200 against
+  no PDL, alternated twice in each of two probe calls (run48, run49): the engine's step 31-38 us faster on average
+  at 512-32K, 22-76 us at batch 1-32, the projection chain 22 us.
+- Released right after the wait (USE_PDL 2, with RELEASE_EARLY): the next kernel's programs take SM slots as this
+  kernel's programs leave them, and sit at their own wait, ready. Only kernels whose programs all run at once (one
+  wave) release this way: the persistent GEMVs and decode attention. The tiled GEMV and RMSNorm release at exit
+  (run51: the tiled 6144x4096 GEMV at M = 8 took 19.7-20.1 us released early against 16.5).
+  A released kernel's programs go wherever an SM has room, so a persistent GEMV sized to two programs an SM would
+  crowd up to four onto some SMs and leave others idle (run45: the projection chain 5.35 ms against 3.81). `hold`
+  prevents that: each persistent GEMV asks for enough shared memory that no more than its programs per SM fit on
+  one SM. Run51 (4.22 TB/s), against releasing at exit, alternated twice: the engine's step 17-53 us faster at
+  512-8K and 1-32 us at 32K, the projection chain 3.761 / 3.770 ms against 3.790 / 3.788.
 
-A kernel launched with PDL may start before the previous kernel's writes are visible, whichever way that kernel was
-launched: it waits before it reads or writes anything.
+Asking L2 for the first weight tiles or key/value blocks before the wait did not pay with releases at exit (run45-
+run46: the engine step -20 to +35 us, the projection chain +60 us).
 """
+import ctypes
+
 import torch
 import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 ENABLED = True
-# Release the next kernel right after this one's wait (True) instead of as this one's programs exit (False). Off:
-# see above; probe part `cap` measures it with each persistent GEMV held to its programs per SM.
-RELEASE_EARLY = False
+RELEASE_EARLY = True  # one-wave kernels release the next kernel right after their wait (False: as they exit)
 
 _CAPABILITY = {}
 
@@ -44,17 +48,17 @@ def enabled(device):
     return capability >= (9, 0)
 
 
-def mode(device):
-    """USE_PDL for a kernel on `device`: 0 without PDL, 1 with it (the next kernel released as this one's programs
-    exit), 2 with it and RELEASE_EARLY."""
+def mode(device, one_wave):
+    """USE_PDL for a kernel on `device`: 0 without PDL; 2 for a kernel whose programs all run at once (`one_wave`)
+    under RELEASE_EARLY, which a persistent one must `hold`; otherwise 1."""
     if not enabled(device):
         return 0
-    return 2 if RELEASE_EARLY else 1
+    return 2 if RELEASE_EARLY and one_wave else 1
 
 
-def launch_arguments(device):
+def launch_arguments(device, one_wave=False):
     """The keyword arguments that launch a kernel taking USE_PDL on `device`, with PDL where it is on."""
-    use_pdl = mode(device)
+    use_pdl = mode(device, one_wave)
     return dict(USE_PDL=use_pdl, launch_pdl=use_pdl > 0)
 
 
@@ -66,3 +70,56 @@ def wait_for_previous_kernel(USE_PDL: tl.constexpr):
         gdc_wait()
         if USE_PDL == 2:
             gdc_launch_dependents()
+
+
+# ------------------------------------------------------------------ holding a persistent kernel to its programs per SM
+_HELD = {}  # compiled kernel -> the programs per SM it is held to
+_SHARED_LIMITS = {}  # device index -> (shared memory per SM, per program at most, reserved per program), bytes
+_libcuda = None
+
+
+def held_shared_bytes(programs_per_sm, own, per_sm, per_program_max, reserved):
+    """The dynamic shared memory a program asks for so that at most `programs_per_sm` fit on one SM: just over a
+    (programs_per_sm + 1)-th of the SM's (each program also takes `reserved` bytes), never less than its `own`."""
+    if not isinstance(programs_per_sm, int) or programs_per_sm < 1:
+        raise ValueError(f"programs_per_sm must be a positive int, got {programs_per_sm!r}")
+    wanted = per_sm // (programs_per_sm + 1) - reserved + 1
+    if wanted <= own:
+        return own
+    if wanted > per_program_max:
+        raise ValueError(f"holding to {programs_per_sm} programs an SM needs {wanted} bytes of shared memory a "
+                         f"program; at most {per_program_max} are allowed")
+    return wanted
+
+
+def hold(compiled, device, programs_per_sm):
+    """Make later launches of `compiled` (a persistent kernel that releases early, USE_PDL 2) fit at most
+    `programs_per_sm` of its programs on one SM, through the shared memory they ask for; its code is unchanged.
+    Call it after the launch that compiled the kernel (which ran unheld). None (the interpreter) is left alone."""
+    if compiled is None or _HELD.get(compiled) == programs_per_sm:
+        return
+    global _libcuda
+    if _libcuda is None:
+        _libcuda = ctypes.CDLL("libcuda.so.1")
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SHARED_LIMITS:
+        handle, value = ctypes.c_int(), ctypes.c_int()
+        _check(_libcuda.cuDeviceGet(ctypes.byref(handle), index), "cuDeviceGet")
+        limits = []
+        for attribute in (81, 97, 111):  # CU_DEVICE_ATTRIBUTE_: MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
+            # MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, RESERVED_SHARED_MEMORY_PER_BLOCK
+            _check(_libcuda.cuDeviceGetAttribute(ctypes.byref(value), attribute, handle), "cuDeviceGetAttribute")
+            limits.append(value.value)
+        _SHARED_LIMITS[index] = tuple(limits)
+    shared = held_shared_bytes(programs_per_sm, compiled.metadata.shared, *_SHARED_LIMITS[index])
+    if shared > compiled.metadata.shared:
+        # 8: CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; Triton raises it only for kernels past 48 KB
+        _check(_libcuda.cuFuncSetAttribute(ctypes.c_void_p(compiled.function), 8, shared), "cuFuncSetAttribute")
+    warps, ctas, _ = compiled.packed_metadata  # what Triton's launcher reads on every launch of this kernel
+    compiled.packed_metadata = (warps, ctas, shared)
+    _HELD[compiled] = programs_per_sm
+
+
+def _check(status, call):
+    if status != 0:
+        raise RuntimeError(f"{call} failed with CUresult {status}")

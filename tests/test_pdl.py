@@ -1,6 +1,7 @@
 """Programmatic dependent launch (flashcore._pdl) changes when kernels start, never what they compute: with it on,
 the engine's tokens and logits and decode attention's output are bitwise those with it off. A kernel that touched
 the previous kernel's output before its wait would show here as a race."""
+import ctypes
 import os
 import subprocess
 import sys
@@ -16,14 +17,33 @@ from integration.models import llama31_8b
 
 @pytest.fixture
 def pdl_setting():
-    saved = _pdl.ENABLED
+    saved = _pdl.ENABLED, _pdl.RELEASE_EARLY
     yield
-    _pdl.ENABLED = saved
+    _pdl.ENABLED, _pdl.RELEASE_EARLY = saved
 
 
 def test_pdl_is_off_off_the_gpu(pdl_setting):
     _pdl.ENABLED = True
     assert not _pdl.enabled(torch.device("cpu"))
+    assert _pdl.mode(torch.device("cpu"), one_wave=True) == 0
+
+
+H200_SHARED = dict(per_sm=233472, per_program_max=232448, reserved=1024)  # bytes, as the driver reports them
+
+
+@pytest.mark.parametrize("programs_per_sm", [1, 2, 3])
+def test_held_shared_memory_fits_exactly_the_programs_per_sm(programs_per_sm):
+    shared = _pdl.held_shared_bytes(programs_per_sm, own=32800, **H200_SHARED)
+    taken = shared + H200_SHARED["reserved"]
+    assert programs_per_sm * taken <= H200_SHARED["per_sm"] < (programs_per_sm + 1) * taken
+
+
+def test_held_shared_memory_keeps_a_kernels_own_and_refuses_what_cannot_be():
+    assert _pdl.held_shared_bytes(2, own=100000, **H200_SHARED) == 100000  # two fit at most already
+    with pytest.raises(ValueError, match="programs_per_sm"):
+        _pdl.held_shared_bytes(0, own=0, **H200_SHARED)
+    with pytest.raises(ValueError, match="at most 49152"):
+        _pdl.held_shared_bytes(1, own=0, per_sm=233472, per_program_max=49152, reserved=1024)
 
 
 def test_pdl_kernels_wait_before_their_first_memory_access():
@@ -37,32 +57,48 @@ def test_pdl_kernels_wait_before_their_first_memory_access():
     assert len(lines) == 10 and all(line.endswith(" ok") for line in lines), run.stdout
 
 
+def programs_per_sm(compiled, shared):
+    """How many programs of a compiled kernel asking for `shared` bytes fit on one SM, as the driver computes it."""
+    count = ctypes.c_int()
+    status = ctypes.CDLL("libcuda.so.1").cuOccupancyMaxActiveBlocksPerMultiprocessor(
+        ctypes.byref(count), ctypes.c_void_p(compiled.function), compiled.metadata.num_warps * 32,
+        ctypes.c_size_t(shared))
+    assert status == 0
+    return count.value
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
                     reason="PDL needs a Hopper or newer GPU")
 def test_engine_is_bitwise_the_same_with_pdl(pdl_setting):
     """8B-shaped layers, 24 greedy tokens through the captured graphs at batch 1, 2 and 3 (left-padded): the
-    persistent GEMVs, the tiled one and the RMSNorm kernel in turn."""
+    persistent GEMVs, the tiled one and the RMSNorm kernel in turn; without PDL, with releases at exit only and with
+    early ones. Released early, each persistent GEMV fits exactly its programs per SM on an SM: more would let the
+    next kernel's programs crowd, fewer would run its grid in two waves."""
     model = llama31_8b(dtype=torch.float16, num_layers=3)
     ids = torch.randint(0, 128000, (3, 40), generator=torch.Generator().manual_seed(0)).cuda()
     mask = torch.ones_like(ids)
     mask[1, :13] = 0
     mask[2, :5] = 0
     outputs = {}
-    for enabled in (False, True, False, True):
-        _pdl.ENABLED = enabled
+    for setting in ((False, False), (True, False), (True, True), (False, False), (True, True)):
+        _pdl.ENABLED, _pdl.RELEASE_EARLY = setting
         engine = FlashCoreEngine(model, max_batch_size=3, max_seq_len=128)
         for batch in (1, 2, 3):
             tokens = engine.generate(ids[:batch], attention_mask=mask[:batch], max_new_tokens=24, eos_token_id=[])
             logits = engine.engine.program_for(batch).buffers.logits.clone()
-            outputs.setdefault((enabled, batch), []).append((tokens, logits))
+            outputs.setdefault((setting, batch), []).append((tokens, logits))
         del engine
-    for (enabled, batch), runs in outputs.items():
+    for (setting, batch), runs in outputs.items():
         for tokens, logits in runs:
-            assert torch.equal(tokens, outputs[(False, batch)][0][0]), (enabled, batch)
-            assert torch.equal(logits, outputs[(False, batch)][0][1]), (enabled, batch)
+            assert torch.equal(tokens, outputs[((False, False), batch)][0][0]), (setting, batch)
+            assert torch.equal(logits, outputs[((False, False), batch)][0][1]), (setting, batch)
     launched_with_pdl = [compiled.metadata.launch_pdl for compiled, _ in decode_module._split_launch.compiled.values()]
     assert True in launched_with_pdl and False in launched_with_pdl
+    held = {compiled.name: held_to for compiled, held_to in _pdl._HELD.items()}
+    assert {"_gemv_row_kernel", "_gemv_chunked_row_kernel"} <= set(held)
+    for compiled, held_to in _pdl._HELD.items():
+        assert programs_per_sm(compiled, compiled.packed_metadata[2]) == held_to, compiled.name
 
 
 @pytest.mark.gpu

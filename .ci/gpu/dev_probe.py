@@ -38,7 +38,8 @@ bstages (batch_config's launch at 4 and 8 rows against explicit stages, blocks a
 persistent chunked row GEMV on the down projection against streaming_config: error, a grid, the engine A/B),
 yardstick (the copy-bandwidth yardstick at a process's start, after 1 s of copies, and over 200 copies), pdl
 (programmatic dependent launch off against on: decode attention in graphs, the projection chain, the engine A/B),
-cap (PDL's early release with the persistent GEMVs held to two programs an SM: bits, then the same timings).
+cap (PDL's early release from the one-wave kernels, the persistent GEMVs held to their programs per SM,
+against releases at exit: bits, decode attention, chain, GEMV rows, the engine A/B and its batch sweep).
 Parts tma (the TMA prefill kernel; run10 also timed PDL on the tiled GEMVs of the time), contig (decode splits over
 runs of consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue
 loads in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -1147,65 +1148,31 @@ if "pdl" in parts:
     _pdl.ENABLED = default
 
 if "cap" in parts:
-    # PDL with early releases (flashcore._pdl.RELEASE_EARLY: each kernel releases the next right after its wait)
-    # with the persistent GEMVs held to two programs an SM: every compiled variant launched that way asks for
-    # HOLD_SHARED bytes of shared memory, and three such programs do not fit in an SM's 228 KB. A released kernel's
-    # programs can then only take the slots that the kernel before frees as its programs exit. Run45 released early
-    # without the hold and lost 1.5 ms a step: a released GEMV's programs crowded onto whichever SMs had room.
-    # Variants: exit (the default: released as programs exit), early (released after the wait, not held), held.
+    # PDL's early release from the one-wave kernels (flashcore._pdl.RELEASE_EARLY), each persistent GEMV held to
+    # its programs per SM by the shared memory it asks for (_pdl.hold), against releases at exit: bits, then decode
+    # attention, the projection chain, GEMV rows, the engine and its batch sweep. Run51 timed the hold as a patch in
+    # this part (ecd666b's dev_probe), beside early releases without it.
     import ctypes
     from flashcore import _pdl
     from flashcore.decode import DecodeWorkspace, num_splits, sm_count
-    from flashcore.ops import _gemv_kernels
     from integration.engine import llama_weights
-    from integration.timing import rotation_count, time_graphs_side_by_side_ms
+    from integration.timing import rotation_count, time_graphs_side_by_side_ms, time_python_side_by_side_ms
     libcuda = ctypes.CDLL("libcuda.so.1")
-    HOLD_SHARED = 80 * 1024
-    held_kernels = {}  # compiled variant -> its own packed metadata (num_warps, num_ctas, shared)
+    default = _pdl.RELEASE_EARLY
 
-    def programs_per_sm(compiled, shared):
-        count = ctypes.c_int()
-        libcuda.cuOccupancyMaxActiveBlocksPerMultiprocessor(
-            ctypes.byref(count), ctypes.c_void_p(compiled.function), ctypes.c_int(compiled.metadata.num_warps * 32),
-            ctypes.c_size_t(shared))
-        return count.value
-
-    def hold(on):
-        """Every compiled early-release variant of the persistent GEMVs asks for HOLD_SHARED (on) or its own."""
-        for kernel in (_gemv_kernels._gemv_row_kernel, _gemv_kernels._gemv_chunked_row_kernel):
-            index = kernel.arg_names.index("USE_PDL")
-            for cache in kernel.device_caches.values():
-                for compiled in list(cache[0].values()):
-                    constants = compiled.src.constants
-                    if constants.get((index,), constants.get("USE_PDL")) != 2:
-                        continue
-                    compiled._init_handles()
-                    if compiled not in held_kernels:
-                        held_kernels[compiled] = compiled.packed_metadata
-                        own = compiled.metadata.shared
-                        status = libcuda.cuFuncSetAttribute(  # 8: CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-                            ctypes.c_void_p(compiled.function), ctypes.c_int(8), ctypes.c_int(HOLD_SHARED))
-                        assert status == 0, f"cuFuncSetAttribute: CUresult {status}"
-                        log(f"cap hold {compiled.name}: {compiled.metadata.num_warps} warps, {compiled.n_regs} "
-                            f"registers, {own} B shared: {programs_per_sm(compiled, own)} programs an SM, held "
-                            f"{programs_per_sm(compiled, HOLD_SHARED)}")
-                    warps, ctas, shared = held_kernels[compiled]
-                    compiled.packed_metadata = (warps, ctas, max(shared, HOLD_SHARED)) if on else (warps, ctas, shared)
-
-    def variant(release_early, held):
+    def release_setting(early):
         def put_in_place():
-            _pdl.RELEASE_EARLY = release_early
-            hold(held)
+            _pdl.RELEASE_EARLY = early
         return put_in_place
-    variants = {"exit": variant(False, False), "early": variant(True, False), "held": variant(True, True)}
+    variants = {"exit": release_setting(False), "early": release_setting(True)}
 
-    # Bits: 24 greedy tokens of a 3-layer 8B-shaped model at batch 1 and 2, each variant against exit
+    # Bits: 24 greedy tokens of a 3-layer 8B-shaped model at batch 1 and 2, early against exit
     model = llama31_8b(dtype=torch.float16, num_layers=3)
     ids = torch.randint(0, 128000, (2, 40), generator=torch.Generator().manual_seed(0)).cuda()
     mask = torch.ones_like(ids)
     mask[1, :9] = 0
     outputs = {}
-    for name in ("exit", "early", "held", "early", "held"):  # the first early compiles what held then holds
+    for name in ("exit", "early", "exit", "early"):
         variants[name]()
         engine = FlashCoreEngine(model, max_batch_size=2, max_seq_len=128)
         for batch in (1, 2):
@@ -1216,12 +1183,22 @@ if "cap" in parts:
     bitwise = all(torch.equal(t, outputs[("exit", b)][0][0]) and torch.equal(l, outputs[("exit", b)][0][1])
                   for (name, b), runs in outputs.items() for t, l in runs)
     results["cap_bitwise"] = bitwise
-    log(f"cap engine tokens and logits bitwise the same under every variant: {bitwise}")
+    log(f"cap engine tokens and logits bitwise the same released early and at exit: {bitwise}")
+    for compiled, held_to in _pdl._HELD.items():
+        fits = []
+        for shared in (compiled.metadata.shared, compiled.packed_metadata[2]):
+            count = ctypes.c_int()
+            libcuda.cuOccupancyMaxActiveBlocksPerMultiprocessor(
+                ctypes.byref(count), ctypes.c_void_p(compiled.function),
+                ctypes.c_int(compiled.metadata.num_warps * 32), ctypes.c_size_t(shared))
+            fits.append(count.value)
+        log(f"cap held {compiled.name} to {held_to}: {compiled.metadata.shared} B shared, {fits[0]} programs an SM; "
+            f"asking {compiled.packed_metadata[2]} B, {fits[1]}")
     del model
     release()
 
     attention = results["cap_attention"] = []
-    for batch, cache_len in ((1, 2048), (1, 32768), (8, 4096)):
+    for batch, cache_len in ((1, 512), (1, 2048), (1, 32768), (8, 4096)):
         kv_bytes = 2 * batch * 8 * cache_len * 128 * 2
         copies = rotation_count(kv_bytes, limit=8)
         keys = [torch.randn(batch, 8, cache_len, 128, dtype=torch.float16, device="cuda") for _ in range(copies)]
@@ -1232,20 +1209,42 @@ if "cap" in parts:
         splits = num_splits(batch, 8, cache_len, sm_count(q.device))
         workspace = DecodeWorkspace.for_shape(batch, 32, 128, splits, q.device)
 
-        def calls_under(release_early):
+        def graph_calls(early):
             def run():
-                _pdl.RELEASE_EARLY = release_early
+                _pdl.RELEASE_EARLY = early
                 for k, v in zip(keys, values):
                     decode_attention(q, k, v, kv_lens=lens, out=out, workspace=workspace, splits=splits)
             return run
-        fns = {"exit": calls_under(False), "early": calls_under(True)}
+
+        def python_calls(early):
+            def run():
+                _pdl.RELEASE_EARLY = early
+                for _ in range(max(1, 32 // copies)):
+                    for k, v in zip(keys, values):
+                        decode_attention(q, k, v, kv_lens=lens)
+            return run
+
+        def sdpa_calls():
+            for _ in range(max(1, 32 // copies)):
+                for k, v in zip(keys, values):
+                    F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        fns = {"exit": graph_calls(False), "early": graph_calls(True)}
         for fn in fns.values():
             fn()
         us = {name: t["ms"] * 1e3 for name, t in time_graphs_side_by_side_ms(fns, copies, repeats=20).items()}
+        runs = {"exit": python_calls(False), "early": python_calls(True), "sdpa": sdpa_calls}
+        for run in runs.values():
+            run()
+        python = time_python_side_by_side_ms(runs, copies * max(1, 32 // copies))
+        python_us = {name: t["ms"] * 1e3 for name, t in python.items()}
+        python_spread = {name: (t["ms_p10"] * 1e3, t["ms_p90"] * 1e3) for name, t in python.items()}
         attention.append({"batch": batch, "cache_len": cache_len, "splits": splits, "us": us,
+                          "python_us": python_us, "python_p10_p90_us": python_spread,
                           "floor_us": kv_bytes / bw * 1e6})
         log(f"cap attention B={batch} {cache_len}: graph " + ", ".join(f"{n} {t:.2f}" for n, t in us.items())
-            + f" us (floor {kv_bytes / bw * 1e6:.2f})")
+            + f" us (floor {kv_bytes / bw * 1e6:.2f}); from Python "
+            + ", ".join(f"{n} {t:.2f} ({python_spread[n][0]:.1f}-{python_spread[n][1]:.1f})"
+                        for n, t in python_us.items()))
         save()
         del keys, values
         release()
@@ -1254,31 +1253,26 @@ if "cap" in parts:
     weights = llama_weights(model, 64)
     chains = results["cap_chain"] = []
     for repeat in range(2):
-        for name in ("exit", "early", "held"):
+        for name in ("exit", "early"):
             variants[name]()
             chain = kernel_bench.projection_chain(weights, bw)
             chains.append(dict(chain, variant=name, repeat=repeat))
             log(f"cap chain {name:5s} rep {repeat}: {chain['flashcore_ms']:.4f} ms "
                 f"({chain['flashcore_ratio_to_floor']:.4f}x), cublas {chain['cublas_ms']:.4f}")
             save()
-    _pdl.RELEASE_EARLY = True  # compile the bare one-row launches' early-release variants, for hold() to find
-    for n, k in kernel_bench.GEMV_SHAPES_8B:
-        gemv(torch.randn(1, k, dtype=torch.float16, device="cuda"),
-             torch.randn(n, k, dtype=torch.float16, device="cuda"))
-    release()
     gemvs = results["cap_gemv"] = []
-    for name in ("exit", "held", "exit", "held"):
+    for name in ("exit", "early", "exit", "early"):
         variants[name]()
-        for r in kernel_bench.gemv_rows(bw, rows_m=(1, 8)):
+        for r in kernel_bench.gemv_rows(bw, rows_m=(1, 2, 8)):
             gemvs.append(dict(r, variant=name))
             log(f"cap gemv {name:5s} {r['shape']:>12s} M={r['M']}: {r['flashcore_us']:6.2f} us "
                 f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:6.2f}")
         save()
     del weights, model
     release()
-    engine_alternated("cap", {"exit": variants["exit"], "held": variants["held"]},
-                      cache_lens=(512, 2048, 8192, 32768))
-    variants["exit"]()
+    engine_alternated("cap", variants, cache_lens=(512, 2048, 8192, 32768))
+    batch_sweep_alternated("cap", variants, (1, 2, 4, 8, 16, 32))
+    _pdl.RELEASE_EARLY = default
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside

@@ -4,6 +4,8 @@
 - _gemv_row_kernel: persistent, a few rows (one or two as launched) with all of K in registers, x read and
   normalised once a program.
 - _gemv_chunked_row_kernel: persistent, one row whose K is walked in chunks (the down projection).
+The persistent kernels take PROGRAMS_PER_SM, the programs per SM they are launched at, unused in their code: each
+compiled variant then has one, which flashcore._pdl.hold holds it to.
 Epilogues: EPILOGUE_NONE, EPILOGUE_RESIDUAL (y = residual + y) and EPILOGUE_SILU_MUL (W holds [gate; up]), each
 rounded as the unfused torch ops round.
 """
@@ -129,7 +131,7 @@ def _gemv_row_kernel(
     M, N, K, stride_xm, stride_xk, stride_wn, stride_om, stride_rm, eps,
     M_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_NORM: tl.constexpr,
     EPILOGUE: tl.constexpr, STAGES: tl.constexpr,
-    USE_PDL: tl.constexpr = False,
+    USE_PDL: tl.constexpr = False, PROGRAMS_PER_SM: tl.constexpr = 0,
 ):
     """A few rows, persistent: each program reads (and normalises) x once, keeps it in registers, and streams
     column tiles of W in a grid-stride loop, so the rows' fixed costs are paid per program, not per tile.
@@ -185,7 +187,7 @@ def _gemv_row_kernel(
 def _gemv_chunked_row_kernel(
     X, W, Out, Residual, N, K, stride_xk, stride_wn,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNKS: tl.constexpr, EPILOGUE: tl.constexpr, STAGES: tl.constexpr,
-    USE_PDL: tl.constexpr = False,
+    USE_PDL: tl.constexpr = False, PROGRAMS_PER_SM: tl.constexpr = 0,
 ):
     """One row whose K is too long to hold in registers (the down projection), persistent: each program takes every
     programs-th tile of BLOCK_N columns and walks its K in CHUNKS blocks of BLOCK_K. The (tile, chunk) pairs are one

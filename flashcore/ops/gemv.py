@@ -314,7 +314,6 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         stride_xm=x.stride(0), stride_xk=x.stride(1), stride_wn=weight.stride(0), stride_om=out.stride(0),
         stride_rm=residual.stride(0) if residual is not None else 0,
         eps=eps, M_PAD=m_pad, HAS_NORM=norm_weight is not None, EPILOGUE=epilogue, USE_DOT=use_dot,
-        **_pdl.launch_arguments(x.device),
     )
     if row is not None:
         _launch_row(args, *row)
@@ -325,7 +324,8 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         _launch_chunked_row(args, *chunked)
         return out
     if config is None and x.device.type == "cuda":
-        _gemv_autotuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])](**args)
+        _gemv_autotuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])](
+            **args, **_pdl.launch_arguments(x.device))
         return out
     config = tuple(config or (64, 256, 1))  # the interpreter: one config keeps CPU tests fast
     if len(config) not in (3, 5):
@@ -337,33 +337,38 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         raise ValueError(f"config {config!r}: SPLIT_K must be 1, 2 or 4 (1 for outputs wider than "
                          f"{SPLIT_K_MAX_N}) and BLOCK_N at least {16 if use_dot else MIN_BLOCK_N}")
     _gemv_kernel[(triton.cdiv(n, block_n), split_k)](**args, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split_k,
-                                                    **launch)
+                                                    **launch, **_pdl.launch_arguments(x.device))
     return out
 
 
 def _launch_row(args, m_pad, block_n, programs_per_sm, stages, num_warps):
     """_gemv_row_kernel over gemv's argument dict: at most programs_per_sm programs per SM, each taking every
     programs-th tile of block_n columns."""
-    n, k = args["N"], args["K"]
+    n, k, device = args["N"], args["K"], args["X"].device
     tiles = triton.cdiv(n, block_n)
-    programs = min(tiles, programs_per_sm * sm_count(args["X"].device))
-    _gemv_row_kernel[(programs,)](
+    programs = min(tiles, programs_per_sm * sm_count(device))
+    pdl = _pdl.launch_arguments(device, one_wave=True)
+    compiled = _gemv_row_kernel[(programs,)](
         args["X"], args["W"], args["Out"], args["NormWeight"], args["Residual"],
         args["M"], n, k, args["stride_xm"], args["stride_xk"], args["stride_wn"], args["stride_om"],
         args["stride_rm"], args["eps"],
         M_PAD=m_pad, BLOCK_N=block_n, BLOCK_K=triton.next_power_of_2(k), HAS_NORM=args["HAS_NORM"],
-        EPILOGUE=args["EPILOGUE"], STAGES=stages, num_warps=num_warps, USE_PDL=args["USE_PDL"],
-        launch_pdl=args["launch_pdl"])
+        EPILOGUE=args["EPILOGUE"], STAGES=stages, PROGRAMS_PER_SM=programs_per_sm, num_warps=num_warps, **pdl)
+    if pdl["USE_PDL"] == 2:
+        _pdl.hold(compiled, device, programs_per_sm)
 
 
 def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_warps):
     """_gemv_chunked_row_kernel over gemv's argument dict: at most programs_per_sm programs per SM, and no more than
     the busiest program's tile count needs (1024 tiles on 264 program slots: 256 programs of 4 tiles, not 264 of
     which 232 take 4 and 32 take 3)."""
-    n, k = args["N"], args["K"]
+    n, k, device = args["N"], args["K"], args["X"].device
     tiles = triton.cdiv(n, block_n)
-    programs = triton.cdiv(tiles, triton.cdiv(tiles, programs_per_sm * sm_count(args["X"].device)))
-    _gemv_chunked_row_kernel[(programs,)](
+    programs = triton.cdiv(tiles, triton.cdiv(tiles, programs_per_sm * sm_count(device)))
+    pdl = _pdl.launch_arguments(device, one_wave=True)
+    compiled = _gemv_chunked_row_kernel[(programs,)](
         args["X"], args["W"], args["Out"], args["Residual"], n, k, args["stride_xk"], args["stride_wn"],
         BLOCK_N=block_n, BLOCK_K=block_k, CHUNKS=triton.cdiv(k, block_k), EPILOGUE=args["EPILOGUE"], STAGES=stages,
-        num_warps=num_warps, USE_PDL=args["USE_PDL"], launch_pdl=args["launch_pdl"])
+        PROGRAMS_PER_SM=programs_per_sm, num_warps=num_warps, **pdl)
+    if pdl["USE_PDL"] == 2:
+        _pdl.hold(compiled, device, programs_per_sm)
