@@ -11,14 +11,18 @@ When is "early"? A kernel is scheduled once every program of the one before has 
   no PDL, alternated twice in each of two probe calls (run48, run49): the engine's step 31-38 us faster on average
   at 512-32K, 22-76 us at batch 1-32, the projection chain 22 us.
 - Released right after the wait (USE_PDL 2, with RELEASE_EARLY): the next kernel's programs take SM slots as this
-  kernel's programs leave them, and sit at their own wait, ready. Only kernels whose programs all run at once (one
-  wave) release this way: the persistent GEMVs and decode attention. The tiled GEMV and RMSNorm release at exit
-  (run51: the tiled 6144x4096 GEMV at M = 8 took 19.7-20.1 us released early against 16.5).
+  kernel's programs leave them, and sit at their own wait, ready. That pays only where both kernels run in one wave
+  (all programs at once): in the batch-1 step, where every kernel but the lm_head's is persistent (the GEMVs) or
+  one wave (decode attention). So kernels release early at batch 1 only. From batch 2 the O and down projections
+  run the tiled GEMV, many waves, and releasing them early from the kernels before them cost the step 0.27 ms at
+  batch 2 and 23-83 us at 4-32 (run52); in run51, where every kernel released early, the tiled 6144x4096 GEMV at
+  M = 8 took 19.7-20.1 us against 16.5.
   A released kernel's programs go wherever an SM has room, so a persistent GEMV sized to two programs an SM would
   crowd up to four onto some SMs and leave others idle (run45: the projection chain 5.35 ms against 3.81). `hold`
   prevents that: each persistent GEMV asks for enough shared memory that no more than its programs per SM fit on
-  one SM. Run51 (4.22 TB/s), against releasing at exit, alternated twice: the engine's step 17-53 us faster at
-  512-8K and 1-32 us at 32K, the projection chain 3.761 / 3.770 ms against 3.790 / 3.788.
+  one SM. Against releases at exit, alternated twice in each of two probe calls (run51, run52; 4.21-4.22 TB/s): the
+  batch-1 engine step 17-72 us faster at 512-8K and 1-32 us at 32K, the projection chain 3.761-3.771 ms against
+  3.788-3.796, and decode attention from Python 0.4-1.2 us faster at batch 1.
 
 Asking L2 for the first weight tiles or key/value blocks before the wait did not pay with releases at exit (run45-
 run46: the engine step -20 to +35 us, the projection chain +60 us).
@@ -31,7 +35,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 ENABLED = True
-RELEASE_EARLY = True  # one-wave kernels release the next kernel right after their wait (False: as they exit)
+RELEASE_EARLY = True  # batch-1 kernels release the next kernel right after their wait (False: as they exit)
 
 _CAPABILITY = {}
 
@@ -48,17 +52,17 @@ def enabled(device):
     return capability >= (9, 0)
 
 
-def mode(device, one_wave):
-    """USE_PDL for a kernel on `device`: 0 without PDL; 2 for a kernel whose programs all run at once (`one_wave`)
-    under RELEASE_EARLY, which a persistent one must `hold`; otherwise 1."""
+def mode(device, early):
+    """USE_PDL for a kernel on `device`: 0 without PDL; 2 under RELEASE_EARLY where the caller releases early
+    (`early`: a batch-1 launch, see above), a persistent kernel then held by `hold`; otherwise 1."""
     if not enabled(device):
         return 0
-    return 2 if RELEASE_EARLY and one_wave else 1
+    return 2 if RELEASE_EARLY and early else 1
 
 
-def launch_arguments(device, one_wave=False):
+def launch_arguments(device, early=False):
     """The keyword arguments that launch a kernel taking USE_PDL on `device`, with PDL where it is on."""
-    use_pdl = mode(device, one_wave)
+    use_pdl = mode(device, early)
     return dict(USE_PDL=use_pdl, launch_pdl=use_pdl > 0)
 
 

@@ -1,8 +1,9 @@
 """Compiled for an sm_90 GPU without one (Triton's own ptxas), every kernel that launches with programmatic dependent
 launch must wait for the previous kernel before its first global load, store or atomic, and one that releases the
-next kernel early (USE_PDL 2, the one-wave kernels) must do so after its wait. Run by tests/test_pdl.py in a process
-of its own: the test process has TRITON_INTERPRET=1 set, under which kernels cannot be compiled. Prints one line a
-kernel: its name, then "ok", "memory access before wait" or "release before wait"."""
+next kernel early (USE_PDL 2: the persistent GEMVs and decode attention at batch 1) must do so after its wait. Run
+by tests/test_pdl.py in a process of its own: the test process has TRITON_INTERPRET=1 set, under which kernels
+cannot be compiled. Prints one line a kernel: its name, then "ok", "memory access before wait" or "release before
+wait"."""
 import os
 
 assert os.environ.get("TRITON_INTERPRET") == "0"

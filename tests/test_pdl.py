@@ -25,7 +25,7 @@ def pdl_setting():
 def test_pdl_is_off_off_the_gpu(pdl_setting):
     _pdl.ENABLED = True
     assert not _pdl.enabled(torch.device("cpu"))
-    assert _pdl.mode(torch.device("cpu"), one_wave=True) == 0
+    assert _pdl.mode(torch.device("cpu"), early=True) == 0
 
 
 H200_SHARED = dict(per_sm=233472, per_program_max=232448, reserved=1024)  # bytes, as the driver reports them

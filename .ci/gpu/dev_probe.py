@@ -38,7 +38,7 @@ bstages (batch_config's launch at 4 and 8 rows against explicit stages, blocks a
 persistent chunked row GEMV on the down projection against streaming_config: error, a grid, the engine A/B),
 yardstick (the copy-bandwidth yardstick at a process's start, after 1 s of copies, and over 200 copies), pdl
 (programmatic dependent launch off against on: decode attention in graphs, the projection chain, the engine A/B),
-cap (PDL's early release from the one-wave kernels, the persistent GEMVs held to their programs per SM,
+cap (PDL's early release from the batch-1 kernels, the persistent GEMVs held to their programs per SM,
 against releases at exit: bits, decode attention, chain, GEMV rows, the engine A/B and its batch sweep).
 Parts tma (the TMA prefill kernel; run10 also timed PDL on the tiled GEMVs of the time), contig (decode splits over
 runs of consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue
@@ -1148,7 +1148,7 @@ if "pdl" in parts:
     _pdl.ENABLED = default
 
 if "cap" in parts:
-    # PDL's early release from the one-wave kernels (flashcore._pdl.RELEASE_EARLY), each persistent GEMV held to
+    # PDL's early release from the batch-1 kernels (flashcore._pdl.RELEASE_EARLY), each persistent GEMV held to
     # its programs per SM by the shared memory it asks for (_pdl.hold), against releases at exit: bits, then decode
     # attention, the projection chain, GEMV rows, the engine and its batch sweep. Run51 timed the hold as a patch in
     # this part (ecd666b's dev_probe), beside early releases without it.

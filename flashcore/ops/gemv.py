@@ -347,7 +347,7 @@ def _launch_row(args, m_pad, block_n, programs_per_sm, stages, num_warps):
     n, k, device = args["N"], args["K"], args["X"].device
     tiles = triton.cdiv(n, block_n)
     programs = min(tiles, programs_per_sm * sm_count(device))
-    pdl = _pdl.launch_arguments(device, one_wave=True)
+    pdl = _pdl.launch_arguments(device, early=args["M"] == 1)
     compiled = _gemv_row_kernel[(programs,)](
         args["X"], args["W"], args["Out"], args["NormWeight"], args["Residual"],
         args["M"], n, k, args["stride_xm"], args["stride_xk"], args["stride_wn"], args["stride_om"],
@@ -365,7 +365,7 @@ def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_war
     n, k, device = args["N"], args["K"], args["X"].device
     tiles = triton.cdiv(n, block_n)
     programs = triton.cdiv(tiles, triton.cdiv(tiles, programs_per_sm * sm_count(device)))
-    pdl = _pdl.launch_arguments(device, one_wave=True)
+    pdl = _pdl.launch_arguments(device, early=args["M"] == 1)
     compiled = _gemv_chunked_row_kernel[(programs,)](
         args["X"], args["W"], args["Out"], args["Residual"], n, k, args["stride_xk"], args["stride_wn"],
         BLOCK_N=block_n, BLOCK_K=block_k, CHUNKS=triton.cdiv(k, block_k), EPILOGUE=args["EPILOGUE"], STAGES=stages,
