@@ -200,6 +200,96 @@ def decode_grid(cache_lens, block_ns, splits_options):
     return grid
 
 
+def chain_and_gemv_alternated(label, variants, rows_m=(1, 8), repeats=2):
+    """The projection chain of the 8B step, then GEMV rows at each M, under each variant (name -> a function that
+    puts it in place), the variants alternated `repeats` times; rows go to results[f"{label}_chain"] and
+    results[f"{label}_gemv"], saved as they come. The caller restores its defaults afterwards."""
+    from integration.engine import llama_weights
+    model = llama31_8b(dtype=torch.float16)
+    weights = llama_weights(model, 64)
+    chains = results[f"{label}_chain"] = []
+    for repeat in range(repeats):
+        for name, put_in_place in variants.items():
+            put_in_place()
+            chain = kernel_bench.projection_chain(weights, bw)
+            chains.append(dict(chain, variant=name, repeat=repeat))
+            log(f"{label} chain {name:5s} rep {repeat}: {chain['flashcore_ms']:.4f} ms "
+                f"({chain['flashcore_ratio_to_floor']:.4f}x), cublas {chain['cublas_ms']:.4f}")
+            save()
+    del weights, model
+    release()
+    gemvs = results[f"{label}_gemv"] = []
+    for repeat in range(repeats):
+        for name, put_in_place in variants.items():
+            put_in_place()
+            for r in kernel_bench.gemv_rows(bw, rows_m=rows_m):
+                gemvs.append(dict(r, variant=name, repeat=repeat))
+                log(f"{label} gemv {name:5s} {r['shape']:>12s} M={r['M']}: {r['flashcore_us']:6.2f} us "
+                    f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:6.2f}")
+            save()
+
+
+def decode_attention_alternated(label, variants, cases):
+    """Decode attention (fp16, 32 query / 8 KV heads, D = 128) at each (batch, cache length) under each variant (name
+    -> a function that puts it in place): in graphs over rotated caches with a fixed workspace and split count, then
+    from Python as notebook 04 times it (the default call, back to back over the caches) beside SDPA, in turns. Rows
+    go to results[f"{label}_attention"], saved as they come. The caller restores its defaults afterwards."""
+    from flashcore.decode import DecodeWorkspace, num_splits, sm_count
+    from integration.timing import rotation_count, time_graphs_side_by_side_ms, time_python_side_by_side_ms
+    rows = results[f"{label}_attention"] = []
+    for batch, cache_len in cases:
+        kv_bytes = 2 * batch * 8 * cache_len * 128 * 2
+        copies = rotation_count(kv_bytes, limit=8)
+        keys = [torch.randn(batch, 8, cache_len, 128, dtype=torch.float16, device="cuda") for _ in range(copies)]
+        values = [torch.randn_like(k) for k in keys]
+        q = torch.randn(batch, 32, 1, 128, dtype=torch.float16, device="cuda")
+        lens = torch.full((batch,), cache_len, dtype=torch.int32, device="cuda")
+        out = torch.empty(batch, 1, 32, 128, dtype=torch.float16, device="cuda").transpose(1, 2)
+        splits = num_splits(batch, 8, cache_len, sm_count(q.device))
+        workspace = DecodeWorkspace.for_shape(batch, 32, 128, splits, q.device)
+        rounds = max(1, 32 // copies)
+
+        def graph_calls(put_in_place):
+            def run():
+                put_in_place()
+                for k, v in zip(keys, values):
+                    decode_attention(q, k, v, kv_lens=lens, out=out, workspace=workspace, splits=splits)
+            return run
+
+        def python_calls(put_in_place):
+            def run():
+                put_in_place()
+                for _ in range(rounds):
+                    for k, v in zip(keys, values):
+                        decode_attention(q, k, v, kv_lens=lens)
+            return run
+
+        def sdpa_calls():
+            for _ in range(rounds):
+                for k, v in zip(keys, values):
+                    F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        fns = {name: graph_calls(put_in_place) for name, put_in_place in variants.items()}
+        for fn in fns.values():
+            fn()
+        us = {name: t["ms"] * 1e3 for name, t in time_graphs_side_by_side_ms(fns, copies, repeats=20).items()}
+        runs = dict({name: python_calls(put_in_place) for name, put_in_place in variants.items()}, sdpa=sdpa_calls)
+        for run in runs.values():
+            run()
+        python = time_python_side_by_side_ms(runs, copies * rounds)
+        python_us = {name: t["ms"] * 1e3 for name, t in python.items()}
+        python_spread = {name: (t["ms_p10"] * 1e3, t["ms_p90"] * 1e3) for name, t in python.items()}
+        rows.append({"batch": batch, "cache_len": cache_len, "splits": splits, "us": us, "python_us": python_us,
+                     "python_p10_p90_us": python_spread, "floor_us": kv_bytes / bw * 1e6})
+        log(f"{label} attention B={batch} {cache_len}: graph " + ", ".join(f"{n} {t:.2f}" for n, t in us.items())
+            + f" us (floor {kv_bytes / bw * 1e6:.2f}); from Python "
+            + ", ".join(f"{n} {t:.2f} ({python_spread[n][0]:.1f}-{python_spread[n][1]:.1f})"
+                        for n, t in python_us.items()))
+        save()
+        del keys, values
+        release()
+    return rows
+
+
 if "check" in parts:
     rows = []
     for n, k in [(4096, 4096), (6144, 4096), (1024, 4096), (4096, 14336), (28672, 4096), (100, 1000)]:
@@ -1054,9 +1144,6 @@ if "pdl" in parts:
     # L2 prefetches before the wait; run10 (bf9283d) timed PDL on the tiled GEMVs of the time, many waves a launch:
     # slower.
     from flashcore import _pdl
-    from flashcore.decode import DecodeWorkspace, num_splits, sm_count
-    from integration.engine import llama_weights
-    from integration.timing import rotation_count, time_graphs_side_by_side_ms, time_python_side_by_side_ms
     default = _pdl.ENABLED
 
     def pdl_setting(enabled):
@@ -1064,84 +1151,9 @@ if "pdl" in parts:
             _pdl.ENABLED = enabled
         return put_in_place
 
-    def under(setting, fn):
-        def run():
-            setting()
-            fn()
-        return run
-
-    attention = results["pdl_attention"] = []
-    for batch, cache_len in ((1, 512), (1, 2048), (1, 8192), (1, 32768), (8, 4096)):
-        kv_bytes = 2 * batch * 8 * cache_len * 128 * 2
-        copies = rotation_count(kv_bytes, limit=8)
-        keys = [torch.randn(batch, 8, cache_len, 128, dtype=torch.float16, device="cuda") for _ in range(copies)]
-        values = [torch.randn_like(k) for k in keys]
-        q = torch.randn(batch, 32, 1, 128, dtype=torch.float16, device="cuda")
-        lens = torch.full((batch,), cache_len, dtype=torch.int32, device="cuda")
-        out = torch.empty(batch, 1, 32, 128, dtype=torch.float16, device="cuda").transpose(1, 2)
-        splits = num_splits(batch, 8, cache_len, sm_count(q.device))
-        workspace = DecodeWorkspace.for_shape(batch, 32, 128, splits, q.device)
-
-        def calls():
-            for k, v in zip(keys, values):
-                decode_attention(q, k, v, kv_lens=lens, out=out, workspace=workspace, splits=splits)
-        fns = {"off": under(pdl_setting(False), calls), "pdl": under(pdl_setting(True), calls)}
-        for fn in fns.values():
-            fn()
-        timed = time_graphs_side_by_side_ms(fns, copies, repeats=20)
-        us = {name: t["ms"] * 1e3 for name, t in timed.items()}
-
-        # From Python as notebook 04 times it: the default call (plans, default splits), back to back over the
-        # rotated caches, beside SDPA, the three in turns
-        def python_calls(enabled):
-            def run():
-                _pdl.ENABLED = enabled
-                for _ in range(max(1, 32 // copies)):
-                    for k, v in zip(keys, values):
-                        decode_attention(q, k, v, kv_lens=lens)
-            return run
-
-        def sdpa_calls():
-            for _ in range(max(1, 32 // copies)):
-                for k, v in zip(keys, values):
-                    F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
-        runs = {"off": python_calls(False), "pdl": python_calls(True), "sdpa": sdpa_calls}
-        for run in runs.values():
-            run()
-        python = time_python_side_by_side_ms(runs, copies * max(1, 32 // copies))
-        python_us = {name: t["ms"] * 1e3 for name, t in python.items()}
-        python_spread = {name: (t["ms_p10"] * 1e3, t["ms_p90"] * 1e3) for name, t in python.items()}
-        attention.append({"batch": batch, "cache_len": cache_len, "splits": splits, "us": us,
-                          "python_us": python_us, "python_p10_p90_us": python_spread,
-                          "floor_us": kv_bytes / bw * 1e6})
-        log(f"pdl attention B={batch} {cache_len}: graph " + ", ".join(f"{n} {t:.2f}" for n, t in us.items())
-            + f" us (floor {kv_bytes / bw * 1e6:.2f}); from Python "
-            + ", ".join(f"{n} {t:.2f} ({python_spread[n][0]:.1f}-{python_spread[n][1]:.1f})"
-                        for n, t in python_us.items()))
-        save()
-        del keys, values
-        release()
-    model = llama31_8b(dtype=torch.float16)
-    weights = llama_weights(model, 64)
-    chains = results["pdl_chain"] = []
-    for repeat in range(2):
-        for name, enabled in (("off", False), ("pdl", True)):
-            _pdl.ENABLED = enabled
-            chain = kernel_bench.projection_chain(weights, bw)
-            chains.append(dict(chain, variant=name, repeat=repeat))
-            log(f"pdl chain {name:4s} rep {repeat}: {chain['flashcore_ms']:.4f} ms "
-                f"({chain['flashcore_ratio_to_floor']:.4f}x), cublas {chain['cublas_ms']:.4f}")
-            save()
-    gemvs = results["pdl_gemv"] = []
-    for name, enabled in (("off", False), ("pdl", True), ("off", False), ("pdl", True)):
-        _pdl.ENABLED = enabled
-        for r in kernel_bench.gemv_rows(bw, rows_m=(1, 8)):
-            gemvs.append(dict(r, variant=name))
-            log(f"pdl gemv {name:4s} {r['shape']:>12s} M={r['M']}: {r['flashcore_us']:6.2f} us "
-                f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:6.2f}")
-        save()
-    del weights, model
-    release()
+    decode_attention_alternated("pdl", {"off": pdl_setting(False), "pdl": pdl_setting(True)},
+                                ((1, 512), (1, 2048), (1, 8192), (1, 32768), (8, 4096)))
+    chain_and_gemv_alternated("pdl", {"off": pdl_setting(False), "pdl": pdl_setting(True)})
     engine_alternated("pdl", {"off": pdl_setting(False), "pdl": pdl_setting(True)},
                       cache_lens=(512, 2048, 8192, 32768))
     batch_sweep_alternated("pdl", {"off": pdl_setting(False), "pdl": pdl_setting(True)}, (1, 2, 4, 8, 16, 32))
@@ -1154,9 +1166,6 @@ if "cap" in parts:
     # this part (ecd666b's dev_probe), beside early releases without it.
     import ctypes
     from flashcore import _pdl
-    from flashcore.decode import DecodeWorkspace, num_splits, sm_count
-    from integration.engine import llama_weights
-    from integration.timing import rotation_count, time_graphs_side_by_side_ms, time_python_side_by_side_ms
     libcuda = ctypes.CDLL("libcuda.so.1")
     default = _pdl.RELEASE_EARLY
 
@@ -1197,79 +1206,8 @@ if "cap" in parts:
     del model
     release()
 
-    attention = results["cap_attention"] = []
-    for batch, cache_len in ((1, 512), (1, 2048), (1, 32768), (8, 4096)):
-        kv_bytes = 2 * batch * 8 * cache_len * 128 * 2
-        copies = rotation_count(kv_bytes, limit=8)
-        keys = [torch.randn(batch, 8, cache_len, 128, dtype=torch.float16, device="cuda") for _ in range(copies)]
-        values = [torch.randn_like(k) for k in keys]
-        q = torch.randn(batch, 32, 1, 128, dtype=torch.float16, device="cuda")
-        lens = torch.full((batch,), cache_len, dtype=torch.int32, device="cuda")
-        out = torch.empty(batch, 1, 32, 128, dtype=torch.float16, device="cuda").transpose(1, 2)
-        splits = num_splits(batch, 8, cache_len, sm_count(q.device))
-        workspace = DecodeWorkspace.for_shape(batch, 32, 128, splits, q.device)
-
-        def graph_calls(early):
-            def run():
-                _pdl.RELEASE_EARLY = early
-                for k, v in zip(keys, values):
-                    decode_attention(q, k, v, kv_lens=lens, out=out, workspace=workspace, splits=splits)
-            return run
-
-        def python_calls(early):
-            def run():
-                _pdl.RELEASE_EARLY = early
-                for _ in range(max(1, 32 // copies)):
-                    for k, v in zip(keys, values):
-                        decode_attention(q, k, v, kv_lens=lens)
-            return run
-
-        def sdpa_calls():
-            for _ in range(max(1, 32 // copies)):
-                for k, v in zip(keys, values):
-                    F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
-        fns = {"exit": graph_calls(False), "early": graph_calls(True)}
-        for fn in fns.values():
-            fn()
-        us = {name: t["ms"] * 1e3 for name, t in time_graphs_side_by_side_ms(fns, copies, repeats=20).items()}
-        runs = {"exit": python_calls(False), "early": python_calls(True), "sdpa": sdpa_calls}
-        for run in runs.values():
-            run()
-        python = time_python_side_by_side_ms(runs, copies * max(1, 32 // copies))
-        python_us = {name: t["ms"] * 1e3 for name, t in python.items()}
-        python_spread = {name: (t["ms_p10"] * 1e3, t["ms_p90"] * 1e3) for name, t in python.items()}
-        attention.append({"batch": batch, "cache_len": cache_len, "splits": splits, "us": us,
-                          "python_us": python_us, "python_p10_p90_us": python_spread,
-                          "floor_us": kv_bytes / bw * 1e6})
-        log(f"cap attention B={batch} {cache_len}: graph " + ", ".join(f"{n} {t:.2f}" for n, t in us.items())
-            + f" us (floor {kv_bytes / bw * 1e6:.2f}); from Python "
-            + ", ".join(f"{n} {t:.2f} ({python_spread[n][0]:.1f}-{python_spread[n][1]:.1f})"
-                        for n, t in python_us.items()))
-        save()
-        del keys, values
-        release()
-
-    model = llama31_8b(dtype=torch.float16)
-    weights = llama_weights(model, 64)
-    chains = results["cap_chain"] = []
-    for repeat in range(2):
-        for name in ("exit", "early"):
-            variants[name]()
-            chain = kernel_bench.projection_chain(weights, bw)
-            chains.append(dict(chain, variant=name, repeat=repeat))
-            log(f"cap chain {name:5s} rep {repeat}: {chain['flashcore_ms']:.4f} ms "
-                f"({chain['flashcore_ratio_to_floor']:.4f}x), cublas {chain['cublas_ms']:.4f}")
-            save()
-    gemvs = results["cap_gemv"] = []
-    for name in ("exit", "early", "exit", "early"):
-        variants[name]()
-        for r in kernel_bench.gemv_rows(bw, rows_m=(1, 2, 8)):
-            gemvs.append(dict(r, variant=name))
-            log(f"cap gemv {name:5s} {r['shape']:>12s} M={r['M']}: {r['flashcore_us']:6.2f} us "
-                f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:6.2f}")
-        save()
-    del weights, model
-    release()
+    decode_attention_alternated("cap", variants, ((1, 512), (1, 2048), (1, 32768), (8, 4096)))
+    chain_and_gemv_alternated("cap", variants, rows_m=(1, 2, 8))
     engine_alternated("cap", variants, cache_lens=(512, 2048, 8192, 32768))
     batch_sweep_alternated("cap", variants, (1, 2, 4, 8, 16, 32))
     _pdl.RELEASE_EARLY = default
