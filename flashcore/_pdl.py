@@ -54,10 +54,11 @@ def enabled(device):
 
 def mode(device, early):
     """USE_PDL for a kernel on `device`: 0 without PDL; 2 under RELEASE_EARLY where the caller releases early
-    (`early`: a batch-1 launch, see above), a persistent kernel then held by `hold`; otherwise 1."""
+    (`early`: a batch-1 launch, see above), a persistent kernel then held by `hold` (so never where the CUDA driver
+    library cannot be opened to hold it); otherwise 1."""
     if not enabled(device):
         return 0
-    return 2 if RELEASE_EARLY and early else 1
+    return 2 if RELEASE_EARLY and early and _driver() is not None else 1
 
 
 def launch_arguments(device, early=False):
@@ -79,7 +80,16 @@ def wait_for_previous_kernel(USE_PDL: tl.constexpr):
 # ------------------------------------------------------------------ holding a persistent kernel to its programs per SM
 _HELD = {}  # compiled kernel -> the programs per SM it is held to
 _SHARED_LIMITS = {}  # device index -> (shared memory per SM, per program at most, reserved per program), bytes
-_libcuda = None
+_DRIVER = []  # the CUDA driver library (ctypes), or None where it cannot be opened; filled on first use
+
+
+def _driver():
+    if not _DRIVER:
+        try:
+            _DRIVER.append(ctypes.CDLL("libcuda.so.1"))
+        except OSError:
+            _DRIVER.append(None)
+    return _DRIVER[0]
 
 
 def held_shared_bytes(programs_per_sm, own, per_sm, per_program_max, reserved):
@@ -102,23 +112,21 @@ def hold(compiled, device, programs_per_sm):
     Call it after the launch that compiled the kernel (which ran unheld). None (the interpreter) is left alone."""
     if compiled is None or _HELD.get(compiled) == programs_per_sm:
         return
-    global _libcuda
-    if _libcuda is None:
-        _libcuda = ctypes.CDLL("libcuda.so.1")
+    driver = _driver()
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _SHARED_LIMITS:
         handle, value = ctypes.c_int(), ctypes.c_int()
-        _check(_libcuda.cuDeviceGet(ctypes.byref(handle), index), "cuDeviceGet")
+        _check(driver.cuDeviceGet(ctypes.byref(handle), index), "cuDeviceGet")
         limits = []
         for attribute in (81, 97, 111):  # CU_DEVICE_ATTRIBUTE_: MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
             # MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, RESERVED_SHARED_MEMORY_PER_BLOCK
-            _check(_libcuda.cuDeviceGetAttribute(ctypes.byref(value), attribute, handle), "cuDeviceGetAttribute")
+            _check(driver.cuDeviceGetAttribute(ctypes.byref(value), attribute, handle), "cuDeviceGetAttribute")
             limits.append(value.value)
         _SHARED_LIMITS[index] = tuple(limits)
     shared = held_shared_bytes(programs_per_sm, compiled.metadata.shared, *_SHARED_LIMITS[index])
     if shared > compiled.metadata.shared:
         # 8: CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; Triton raises it only for kernels past 48 KB
-        _check(_libcuda.cuFuncSetAttribute(ctypes.c_void_p(compiled.function), 8, shared), "cuFuncSetAttribute")
+        _check(driver.cuFuncSetAttribute(ctypes.c_void_p(compiled.function), 8, shared), "cuFuncSetAttribute")
     warps, ctas, _ = compiled.packed_metadata  # what Triton's launcher reads on every launch of this kernel
     compiled.packed_metadata = (warps, ctas, shared)
     _HELD[compiled] = programs_per_sm

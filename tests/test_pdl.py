@@ -28,6 +28,20 @@ def test_pdl_is_off_off_the_gpu(pdl_setting):
     assert _pdl.mode(torch.device("cpu"), early=True) == 0
 
 
+def test_only_a_batch_one_launch_releases_early_and_only_where_it_can_be_held(pdl_setting, monkeypatch):
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setattr(_pdl, "enabled", lambda device: True)  # a Hopper GPU, as far as the policy can tell
+    monkeypatch.setattr(_pdl, "_DRIVER", [object()])
+    _pdl.RELEASE_EARLY = True
+    assert _pdl.mode(gpu, early=True) == 2 and _pdl.mode(gpu, early=False) == 1
+    assert _pdl.launch_arguments(gpu, early=True) == dict(USE_PDL=2, launch_pdl=True)
+    _pdl.RELEASE_EARLY = False
+    assert _pdl.mode(gpu, early=True) == 1
+    _pdl.RELEASE_EARLY = True
+    monkeypatch.setattr(_pdl, "_DRIVER", [None])  # no CUDA driver library to hold a GEMV with: release at exit
+    assert _pdl.mode(gpu, early=True) == 1
+
+
 # Bytes: an SM's 228 KB, a program's 227 KB opt-in limit and 1 KB reserved, as on the H100 and H200 (run52 held
 # the GEMVs at 76,801 bytes: a third of 233,472, less the reserved 1,024, plus one)
 H200_SHARED = dict(per_sm=233472, per_program_max=232448, reserved=1024)
