@@ -347,15 +347,13 @@ def _launch_row(args, m_pad, block_n, programs_per_sm, stages, num_warps):
     n, k, device = args["N"], args["K"], args["X"].device
     tiles = triton.cdiv(n, block_n)
     programs = min(tiles, programs_per_sm * sm_count(device))
-    pdl = _pdl.launch_arguments(device, early=args["M"] == 1)
-    compiled = _gemv_row_kernel[(programs,)](
+    _launch_persistent(
+        _gemv_row_kernel, programs, programs_per_sm, args["M"] == 1,
         args["X"], args["W"], args["Out"], args["NormWeight"], args["Residual"],
         args["M"], n, k, args["stride_xm"], args["stride_xk"], args["stride_wn"], args["stride_om"],
         args["stride_rm"], args["eps"],
         M_PAD=m_pad, BLOCK_N=block_n, BLOCK_K=triton.next_power_of_2(k), HAS_NORM=args["HAS_NORM"],
-        EPILOGUE=args["EPILOGUE"], STAGES=stages, PROGRAMS_PER_SM=programs_per_sm, num_warps=num_warps, **pdl)
-    if pdl["USE_PDL"] == 2:
-        _pdl.hold(compiled, device, programs_per_sm)
+        EPILOGUE=args["EPILOGUE"], STAGES=stages, num_warps=num_warps)
 
 
 def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_warps):
@@ -365,10 +363,17 @@ def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_war
     n, k, device = args["N"], args["K"], args["X"].device
     tiles = triton.cdiv(n, block_n)
     programs = triton.cdiv(tiles, triton.cdiv(tiles, programs_per_sm * sm_count(device)))
-    pdl = _pdl.launch_arguments(device, early=args["M"] == 1)
-    compiled = _gemv_chunked_row_kernel[(programs,)](
+    _launch_persistent(
+        _gemv_chunked_row_kernel, programs, programs_per_sm, args["M"] == 1,
         args["X"], args["W"], args["Out"], args["Residual"], n, k, args["stride_xk"], args["stride_wn"],
         BLOCK_N=block_n, BLOCK_K=block_k, CHUNKS=triton.cdiv(k, block_k), EPILOGUE=args["EPILOGUE"], STAGES=stages,
-        PROGRAMS_PER_SM=programs_per_sm, num_warps=num_warps, **pdl)
+        num_warps=num_warps)
+
+
+def _launch_persistent(kernel, programs, programs_per_sm, one_row, x, *args, **constexprs):
+    """A persistent GEMV kernel on `programs` programs, programs_per_sm an SM, with PDL: a one-row launch releases
+    the next kernel early (flashcore._pdl) and is then held to programs_per_sm."""
+    pdl = _pdl.launch_arguments(x.device, early=one_row)
+    compiled = kernel[(programs,)](x, *args, PROGRAMS_PER_SM=programs_per_sm, **constexprs, **pdl)
     if pdl["USE_PDL"] == 2:
-        _pdl.hold(compiled, device, programs_per_sm)
+        _pdl.hold(compiled, x.device, programs_per_sm)
