@@ -36,6 +36,10 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 ENABLED = True
 RELEASE_EARLY = True  # batch-1 kernels release the next kernel right after their wait (False: as they exit)
+# What a kernel released early (USE_PDL 2) asks L2 for while it sits at its wait, in units of its main loop: a
+# persistent GEMV its first weight tiles, decode's split kernel its first key and value blocks (0: nothing)
+PREFETCH_TILES = 0
+PREFETCH_KV_BLOCKS = 0
 
 _CAPABILITY = {}
 
@@ -75,6 +79,22 @@ def wait_for_previous_kernel(USE_PDL: tl.constexpr):
         gdc_wait()
         if USE_PDL == 2:
             gdc_launch_dependents()
+
+
+@triton.jit
+def prefetch_rows_l2(base, rows, row_ok, stride_row, stride_col, cols, COLS_PADDED: tl.constexpr):
+    """Ask L2 for columns [0, cols) of the given rows of a matrix at base (COLS_PADDED >= cols, a power of two), one
+    128-byte line at a time where stride_col is 1 (otherwise the lines holding every LINE-th column). A hint: it
+    returns nothing, waits for nothing and never changes a result (L2 is where the GPU's writes meet, so a line
+    fetched early is still updated by a later write). Every address lies in the matrix: where row_ok is false, or
+    past cols, it asks for the line at base."""
+    LINE: tl.constexpr = 1024 // base.dtype.element_ty.primitive_bitwidth  # elements in 128 bytes
+    LINES: tl.constexpr = (COLS_PADDED + LINE - 1) // LINE
+    starts = tl.arange(0, LINES) * LINE
+    ptrs = base + rows[:, None].to(tl.int64) * stride_row + starts[None, :].to(tl.int64) * stride_col
+    ptrs = tl.where(row_ok[:, None] & (starts < cols)[None, :], ptrs, base)
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; // $0 unused", "=r,l", [ptrs], dtype=tl.int32,
+                              is_pure=False, pack=1)
 
 
 # ------------------------------------------------------------------ holding a persistent kernel to its programs per SM

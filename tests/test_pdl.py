@@ -15,11 +15,23 @@ from integration.engine import FlashCoreEngine
 from integration.models import llama31_8b
 
 
+SETTINGS = ("ENABLED", "RELEASE_EARLY", "PREFETCH_TILES", "PREFETCH_KV_BLOCKS")
+OFF = (False, False, 0, 0)
+AT_EXIT = (True, False, 0, 0)
+EARLY = (True, True, 0, 0)
+EARLY_PREFETCHING = (True, True, 4, 2)
+
+
+def put_in_place(setting):
+    for name, value in zip(SETTINGS, setting):
+        setattr(_pdl, name, value)
+
+
 @pytest.fixture
 def pdl_setting():
-    saved = _pdl.ENABLED, _pdl.RELEASE_EARLY
+    saved = tuple(getattr(_pdl, name) for name in SETTINGS)
     yield
-    _pdl.ENABLED, _pdl.RELEASE_EARLY = saved
+    put_in_place(saved)
 
 
 def test_pdl_is_off_off_the_gpu(pdl_setting):
@@ -88,17 +100,18 @@ def programs_per_sm(compiled, shared):
                     reason="PDL needs a Hopper or newer GPU")
 def test_engine_is_bitwise_the_same_with_pdl(pdl_setting):
     """8B-shaped layers, 24 greedy tokens through the captured graphs at batch 1, 2 and 3 (left-padded): the
-    persistent GEMVs, the tiled one and the RMSNorm kernel in turn; without PDL, with releases at exit only and with
-    early ones. Released early, each persistent GEMV fits exactly its programs per SM on an SM: more would let the
-    next kernel's programs crowd, fewer would run its grid in two waves."""
+    persistent GEMVs, the tiled one and the RMSNorm kernel in turn; without PDL, with releases at exit only, with
+    early ones, and early ones asking L2 for weights and cached keys and values before their waits. Released early,
+    each persistent GEMV fits exactly its programs per SM on an SM: more would let the next kernel's programs crowd,
+    fewer would run its grid in two waves."""
     model = llama31_8b(dtype=torch.float16, num_layers=3)
     ids = torch.randint(0, 128000, (3, 40), generator=torch.Generator().manual_seed(0)).cuda()
     mask = torch.ones_like(ids)
     mask[1, :13] = 0
     mask[2, :5] = 0
     outputs = {}
-    for setting in ((False, False), (True, False), (True, True), (False, False), (True, True)):
-        _pdl.ENABLED, _pdl.RELEASE_EARLY = setting
+    for setting in (OFF, AT_EXIT, EARLY, EARLY_PREFETCHING, OFF, EARLY_PREFETCHING):
+        put_in_place(setting)
         engine = FlashCoreEngine(model, max_batch_size=3, max_seq_len=128)
         for batch in (1, 2, 3):
             tokens = engine.generate(ids[:batch], attention_mask=mask[:batch], max_new_tokens=24, eos_token_id=[])
@@ -107,8 +120,8 @@ def test_engine_is_bitwise_the_same_with_pdl(pdl_setting):
         del engine
     for (setting, batch), runs in outputs.items():
         for tokens, logits in runs:
-            assert torch.equal(tokens, outputs[((False, False), batch)][0][0]), (setting, batch)
-            assert torch.equal(logits, outputs[((False, False), batch)][0][1]), (setting, batch)
+            assert torch.equal(tokens, outputs[(OFF, batch)][0][0]), (setting, batch)
+            assert torch.equal(logits, outputs[(OFF, batch)][0][1]), (setting, batch)
     launched_with_pdl = [compiled.metadata.launch_pdl for compiled, _ in decode_module._split_launch.compiled.values()]
     assert True in launched_with_pdl and False in launched_with_pdl
     held = {compiled.name: held_to for compiled, held_to in _pdl._HELD.items()}
@@ -121,15 +134,16 @@ def test_engine_is_bitwise_the_same_with_pdl(pdl_setting):
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
                     reason="PDL needs a Hopper or newer GPU")
 @pytest.mark.parametrize("kv_len, splits", [(300, 1), (2048, 16), (5000, 33)])
-def test_decode_attention_is_bitwise_the_same_with_pdl(pdl_setting, kv_len, splits):
+@pytest.mark.parametrize("batch", [1, 2])
+def test_decode_attention_is_bitwise_the_same_with_pdl(pdl_setting, kv_len, splits, batch):
     gen = torch.Generator(device="cuda").manual_seed(kv_len)
-    query = torch.randn(2, 32, 1, 128, dtype=torch.float16, device="cuda", generator=gen)
-    key = torch.randn(2, 8, kv_len + 7, 128, dtype=torch.float16, device="cuda", generator=gen)
+    query = torch.randn(batch, 32, 1, 128, dtype=torch.float16, device="cuda", generator=gen)
+    key = torch.randn(batch, 8, kv_len + 7, 128, dtype=torch.float16, device="cuda", generator=gen)
     value = torch.randn_like(key)
-    kv_lens = torch.tensor([kv_len, kv_len // 2], dtype=torch.int32, device="cuda")
-    kv_start = torch.tensor([0, 5], dtype=torch.int32, device="cuda")
+    kv_lens = torch.tensor([kv_len, kv_len // 2][:batch], dtype=torch.int32, device="cuda")
+    kv_start = torch.tensor([0, 5][:batch], dtype=torch.int32, device="cuda")
     results = []
-    for enabled in (False, True):
-        _pdl.ENABLED = enabled
+    for setting in (OFF, AT_EXIT, EARLY_PREFETCHING):
+        put_in_place(setting)
         results.append(decode_attention(query, key, value, kv_lens=kv_lens, kv_start=kv_start, splits=splits))
-    assert torch.equal(results[0], results[1])
+    assert all(torch.equal(results[0], result) for result in results[1:])

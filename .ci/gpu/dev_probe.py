@@ -39,7 +39,9 @@ persistent chunked row GEMV on the down projection against streaming_config: err
 yardstick (the copy-bandwidth yardstick at a process's start, after 1 s of copies, and over 200 copies), pdl
 (programmatic dependent launch off against on: decode attention in graphs, the projection chain, the engine A/B),
 cap (PDL's early release from the batch-1 kernels, the persistent GEMVs held to their programs per SM,
-against releases at exit: bits, decode attention, chain, GEMV rows, the engine A/B and its batch sweep).
+against releases at exit: bits, decode attention, chain, GEMV rows, the engine A/B and its batch sweep), prefetch
+(kernels released early asking L2 for their first weight tiles or key/value blocks at their wait, over tile and
+block counts: decode attention, chain, GEMV rows at M = 1, the engine).
 Parts tma (the TMA prefill kernel; run10 also timed PDL on the tiled GEMVs of the time), contig (decode splits over
 runs of consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue
 loads in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -1211,6 +1213,26 @@ if "cap" in parts:
     engine_alternated("cap", variants, cache_lens=(512, 2048, 8192, 32768))
     batch_sweep_alternated("cap", variants, (1, 2, 4, 8, 16, 32))
     _pdl.RELEASE_EARLY = default
+
+if "prefetch" in parts:
+    # Released early (batch 1), each kernel asks L2 for its first weight tiles (PREFETCH_TILES) or its first key and
+    # value blocks (PREFETCH_KV_BLOCKS) while it sits at its wait, against asking for nothing: decode attention over
+    # block counts, the chain and GEMV rows over tile counts, then the engine under a few of each.
+    from flashcore import _pdl
+    default = _pdl.PREFETCH_TILES, _pdl.PREFETCH_KV_BLOCKS
+
+    def prefetch_setting(tiles, blocks):
+        def put_in_place():
+            _pdl.PREFETCH_TILES, _pdl.PREFETCH_KV_BLOCKS = tiles, blocks
+        return put_in_place
+
+    decode_attention_alternated("prefetch", {f"kv{b}": prefetch_setting(0, b) for b in (0, 1, 2, 4, 8)},
+                                ((1, 512), (1, 2048), (1, 32768), (1, 131072)))
+    chain_and_gemv_alternated("prefetch", {f"w{t}": prefetch_setting(t, 0) for t in (0, 1, 2, 4, 8)}, rows_m=(1,))
+    engine_alternated("prefetch", {f"w{t}kv{b}": prefetch_setting(t, b)
+                                   for t, b in ((0, 0), (2, 0), (4, 0), (8, 0), (4, 2), (4, 4), (0, 2))},
+                      cache_lens=(512, 2048, 8192, 32768))
+    _pdl.PREFETCH_TILES, _pdl.PREFETCH_KV_BLOCKS = default
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside

@@ -12,7 +12,7 @@ rounded as the unfused torch ops round.
 import triton
 import triton.language as tl
 
-from flashcore._pdl import wait_for_previous_kernel
+from flashcore._pdl import prefetch_rows_l2, wait_for_previous_kernel
 from flashcore.ops._precise import silu
 
 EPILOGUE_NONE, EPILOGUE_RESIDUAL, EPILOGUE_SILU_MUL = 0, 1, 2
@@ -131,13 +131,20 @@ def _gemv_row_kernel(
     M, N, K, stride_xm, stride_xk, stride_wn, stride_om, stride_rm, eps,
     M_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_NORM: tl.constexpr,
     EPILOGUE: tl.constexpr, STAGES: tl.constexpr,
-    USE_PDL: tl.constexpr = False, PROGRAMS_PER_SM: tl.constexpr = 0,
+    USE_PDL: tl.constexpr = False, PROGRAMS_PER_SM: tl.constexpr = 0, PREFETCH_TILES: tl.constexpr = 0,
 ):
     """A few rows, persistent: each program reads (and normalises) x once, keeps it in registers, and streams
     column tiles of W in a grid-stride loop, so the rows' fixed costs are paid per program, not per tile.
     BLOCK_K holds all of K. It rounds as _gemv_kernel does with elementwise products and all of K in one block (the
-    order of the fp32 sums may differ)."""
-    wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): nothing before it
+    order of the fp32 sums may differ). Released early (USE_PDL 2), it first asks L2 for its first PREFETCH_TILES
+    weight tiles (BLOCK_N * PREFETCH_TILES a power of two)."""
+    if USE_PDL == 2 and PREFETCH_TILES > 0:  # weights, which no kernel writes: asked for before the wait
+        r = tl.arange(0, BLOCK_N * PREFETCH_TILES)
+        rows = (tl.program_id(0) + (r // BLOCK_N) * tl.num_programs(0)) * BLOCK_N + r % BLOCK_N
+        prefetch_rows_l2(W, rows, rows < N, stride_wn, 1, K, BLOCK_K)
+        if EPILOGUE == 2:
+            prefetch_rows_l2(W, rows + N, rows < N, stride_wn, 1, K, BLOCK_K)
+    wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): no load or store before it
     offs_k = tl.arange(0, BLOCK_K)
     mask_k = offs_k < K
     offs_m = tl.arange(0, M_PAD)
@@ -187,16 +194,21 @@ def _gemv_row_kernel(
 def _gemv_chunked_row_kernel(
     X, W, Out, Residual, N, K, stride_xk, stride_wn,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNKS: tl.constexpr, EPILOGUE: tl.constexpr, STAGES: tl.constexpr,
-    USE_PDL: tl.constexpr = False, PROGRAMS_PER_SM: tl.constexpr = 0,
+    USE_PDL: tl.constexpr = False, PROGRAMS_PER_SM: tl.constexpr = 0, PREFETCH_TILES: tl.constexpr = 0,
 ):
     """One row whose K is too long to hold in registers (the down projection), persistent: each program takes every
     programs-th tile of BLOCK_N columns and walks its K in CHUNKS blocks of BLOCK_K. The (tile, chunk) pairs are one
     flat loop, so the weight loads stay pipelined across tile boundaries (a loop per tile would drain the pipeline at
     each one); x is re-read from L1/L2 each chunk. Residual or no epilogue; it rounds as _gemv_kernel does with
-    elementwise products (the order of the fp32 sums may differ)."""
-    wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): nothing before it
+    elementwise products (the order of the fp32 sums may differ). Released early (USE_PDL 2), it first asks L2 for
+    the first PREFETCH_TILES chunks of its first tile (a power of two)."""
     pid = tl.program_id(0)
     programs = tl.num_programs(0)
+    if USE_PDL == 2 and PREFETCH_TILES > 0:  # weights, which no kernel writes: asked for before the wait
+        rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        prefetch_rows_l2(W, rows, rows < N, stride_wn, 1, tl.minimum(K, PREFETCH_TILES * BLOCK_K),
+                         PREFETCH_TILES * BLOCK_K)
+    wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): no load or store before it
     steps = tl.cdiv(tl.cdiv(N, BLOCK_N) - pid, programs) * CHUNKS
     offs_m = tl.arange(0, 1)
     acc = tl.zeros([1, BLOCK_N], dtype=tl.float32)

@@ -372,8 +372,11 @@ def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_war
 
 def _launch_persistent(kernel, programs, programs_per_sm, one_row, x, *args, **constexprs):
     """A persistent GEMV kernel on `programs` programs, programs_per_sm an SM, with PDL: a one-row launch releases
-    the next kernel early (flashcore._pdl) and is then held to programs_per_sm."""
+    the next kernel early (flashcore._pdl), asks L2 for its first weight tiles at its wait, and is held to
+    programs_per_sm."""
     pdl = _pdl.launch_arguments(x.device, early=one_row)
-    compiled = kernel[(programs,)](x, *args, PROGRAMS_PER_SM=programs_per_sm, **constexprs, **pdl)
+    prefetch = _pdl.PREFETCH_TILES if pdl["USE_PDL"] == 2 else 0
+    compiled = kernel[(programs,)](x, *args, PROGRAMS_PER_SM=programs_per_sm, PREFETCH_TILES=prefetch, **constexprs,
+                                   **pdl)
     if pdl["USE_PDL"] == 2:
         _pdl.hold(compiled, x.device, programs_per_sm)
