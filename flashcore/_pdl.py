@@ -25,7 +25,13 @@ When is "early"? A kernel is scheduled once every program of the one before has 
   3.788-3.796, and decode attention from Python 0.4-1.2 us faster at batch 1.
 
 Asking L2 for the first weight tiles or key/value blocks before the wait did not pay with releases at exit (run45-
-run46: the engine step -20 to +35 us, the projection chain +60 us).
+run46: the engine step -20 to +35 us, the projection chain +60 us). Released early it does for the persistent
+GEMVs, whose programs now sit at their wait while the kernel before them finishes: each asks for its first
+PREFETCH_TILES weight tiles there (`prefetch_rows_l2`). Run53, alternated twice (4.16 TB/s): two tiles made the
+batch-1 engine step 24-48 us faster at 512-32K, and the GEMV rows of notebook 04 faster at M = 1 (4096x4096 9.95 /
+10.33 us against 11.16 / 10.71); four tiles lost 36-50 us a step and eight 0.2 ms. Decode's split kernel asking
+for its first key and value blocks lost (in a graph at 32K 39.4 us with two blocks against 38.5; the engine 10-55
+us slower at 2K-32K), and does not.
 """
 import ctypes
 
@@ -36,10 +42,9 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 ENABLED = True
 RELEASE_EARLY = True  # batch-1 kernels release the next kernel right after their wait (False: as they exit)
-# What a kernel released early (USE_PDL 2) asks L2 for while it sits at its wait, in units of its main loop: a
-# persistent GEMV its first weight tiles, decode's split kernel its first key and value blocks (0: nothing)
-PREFETCH_TILES = 0
-PREFETCH_KV_BLOCKS = 0
+# Released early (USE_PDL 2), a persistent GEMV asks L2 for this many of its first weight tiles while it sits at
+# its wait (0: none); see the account above
+PREFETCH_TILES = 2
 
 _CAPABILITY = {}
 

@@ -24,7 +24,7 @@ import triton.language as tl
 from flashcore import _pdl, _validate
 from flashcore._launch import FastLaunch, int_key, pointer_key
 from flashcore._online_softmax import LOG2E, accumulate, attend_block, finish, softmax_step
-from flashcore._pdl import prefetch_rows_l2, wait_for_previous_kernel
+from flashcore._pdl import wait_for_previous_kernel
 from flashcore.ops.rope_append import check_tables, rotate
 
 DECODE_BLOCK_N = 64
@@ -80,26 +80,17 @@ def _decode_split_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_PADDED: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr,
     DOT_PRECISION: tl.constexpr, LOAD_V_WITH_K: tl.constexpr, OWNER_LOAD_V_WITH_K: tl.constexpr,
-    ROPE: tl.constexpr, USE_PDL: tl.constexpr, PREFETCH_BLOCKS: tl.constexpr,
+    ROPE: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     tl.static_assert(BLOCK_H >= GROUP_SIZE)
     tl.static_assert(HAS_KV_LENS or not ROPE)
+    wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): nothing before it
+    # torch.compile hands a Python float over as fp64; keep the softmax state in fp32 whatever the caller
+    qk_scale_log2 = tl.cast(qk_scale_log2, tl.float32)
     split = tl.program_id(0)
     off_bh = tl.program_id(1)  # (sequence, KV head)
     off_b = off_bh // kv_heads
     off_hkv = off_bh % kv_heads
-    k_base = K + off_b.to(tl.int64) * stride_kb + off_hkv.to(tl.int64) * stride_kh
-    v_base = V + off_b.to(tl.int64) * stride_vb + off_hkv.to(tl.int64) * stride_vh
-    if USE_PDL == 2 and PREFETCH_BLOCKS > 0:
-        # Released early (flashcore._pdl): ask L2 for this split's first key and value blocks, as if the cache
-        # started at row 0 (kv_lens and kv_start are not read before the wait); no kernel before writes them
-        j = tl.arange(0, BLOCK_N * PREFETCH_BLOCKS)
-        rows = (split + (j // BLOCK_N) * num_splits) * BLOCK_N + j % BLOCK_N
-        prefetch_rows_l2(k_base, rows, rows < kv_len, stride_kn, stride_kd, HEAD_DIM, HEAD_DIM_PADDED)
-        prefetch_rows_l2(v_base, rows, rows < kv_len, stride_vn, stride_vd, HEAD_DIM, HEAD_DIM_PADDED)
-    wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): no load or store before it
-    # torch.compile hands a Python float over as fp64; keep the softmax state in fp32 whatever the caller
-    qk_scale_log2 = tl.cast(qk_scale_log2, tl.float32)
 
     kv_hi = kv_len
     if HAS_KV_LENS:
@@ -119,6 +110,8 @@ def _decode_split_kernel(
     q_ptrs = q_row + q_heads[:, None].to(tl.int64) * stride_qh + offs_d[None, :] * stride_qd
     q_mask = mask_h[:, None] & mask_d[None, :]
     q = tl.load(q_ptrs, mask=q_mask, other=0.0)
+    k_base = K + off_b.to(tl.int64) * stride_kb + off_hkv.to(tl.int64) * stride_kh
+    v_base = V + off_b.to(tl.int64) * stride_vb + off_hkv.to(tl.int64) * stride_vh
 
     first_block = kv_lo // BLOCK_N
     loop_hi = kv_hi
@@ -394,11 +387,10 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
     # Released early (flashcore._pdl) at batch 1, where the split kernel's programs all run at once (two an SM at
     # most, as the default split counts keep them); the merge follows.
     use_pdl = _pdl.mode(query.device, early=batch == 1 and splits * kv_heads <= 2 * sm_count(query.device))
-    prefetch_blocks = _pdl.PREFETCH_KV_BLOCKS if use_pdl == 2 else 0
     stride_key = int_key(split_strides)
     split_key = None if stride_key is None else (
         query.dtype, out.dtype, group, head_dim, block_n, load_v_with_k, owner_v_with_k, num_warps, num_stages,
-        use_pdl, prefetch_blocks,
+        use_pdl,
         kv_lens is not None, kv_start is not None, rope is not None, stride_key,
         pointer_key(query), pointer_key(key), pointer_key(value), pointer_key(kv_lens), pointer_key(kv_start),
         pointer_key(cos), pointer_key(sin), pointer_key(out))
@@ -413,8 +405,7 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
                      HAS_KV_START=kv_start is not None,
                      DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # tf32: unused for 16-bit
                      LOAD_V_WITH_K=load_v_with_k, OWNER_LOAD_V_WITH_K=owner_v_with_k, ROPE=rope is not None,
-                     USE_PDL=use_pdl, PREFETCH_BLOCKS=prefetch_blocks, num_warps=num_warps, num_stages=num_stages,
-                     launch_pdl=use_pdl > 0))
+                     USE_PDL=use_pdl, num_warps=num_warps, num_stages=num_stages, launch_pdl=use_pdl > 0))
     merge_key = merge_ints = None
     if not single_split:
         out_stride_key = int_key(out_strides)
@@ -473,7 +464,7 @@ def _plan_signature(query, key, value, kv_lens, kv_start, scale, splits, out):
             None if kv_start is None else (kv_start.shape, kv_start.stride(), kv_start.dtype, kv_start.device),
             None if out is None else (out.shape, out.stride(), out.dtype, out.device),
             scale, splits, DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K, DECODE_NUM_WARPS, DECODE_NUM_STAGES,
-            _pdl.ENABLED, _pdl.RELEASE_EARLY, _pdl.PREFETCH_KV_BLOCKS)
+            _pdl.ENABLED, _pdl.RELEASE_EARLY)
 
 
 def _aligned(*tensors):

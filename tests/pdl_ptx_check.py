@@ -1,7 +1,7 @@
 """Compiled for an sm_90 GPU without one (Triton's own ptxas), every kernel that launches with programmatic dependent
 launch must wait for the previous kernel before its first global load, store or atomic, and one that releases the
 next kernel early (USE_PDL 2: the persistent GEMVs and decode attention at batch 1) must do so after its wait, and
-one asked to prefetch (PREFETCH_TILES, PREFETCH_BLOCKS) must ask L2 before its wait. Run by tests/test_pdl.py in a
+a persistent GEMV asked to prefetch (PREFETCH_TILES) must ask L2 before its wait. Run by tests/test_pdl.py in a
 process of its own: the test process has TRITON_INTERPRET=1 set, under which kernels cannot be compiled. Prints one
 line a kernel: its name, then "ok" or what is wrong."""
 import os
@@ -31,7 +31,7 @@ def check(kernel, pointers, constexprs, **options):
     first_access = min(ptx.find(op) for op in ("ld.global", "st.global", "atom.global", "red.global") if op in ptx)
     wait = ptx.index("griddepcontrol.wait")
     releases = "griddepcontrol.launch_dependents" in ptx
-    prefetches = constexprs.get("PREFETCH_TILES", constexprs.get("PREFETCH_BLOCKS", 0)) > 0
+    prefetches = constexprs.get("PREFETCH_TILES", 0) > 0
     if wait > first_access:
         verdict = "memory access before wait"
     elif prefetches and not -1 < ptx.find("prefetch.global.L2") < wait:
@@ -64,7 +64,7 @@ check(decode._decode_split_kernel,
            KvLens="*i32", KvStart="*i32"),
       dict(GROUP_SIZE=4, BLOCK_H=16, HEAD_DIM=128, HEAD_DIM_PADDED=128, BLOCK_N=64, HAS_KV_LENS=True,
            HAS_KV_START=True, DOT_PRECISION="tf32", LOAD_V_WITH_K=False, OWNER_LOAD_V_WITH_K=True, ROPE=True,
-           USE_PDL=2, PREFETCH_BLOCKS=2), num_warps=4, num_stages=3)
+           USE_PDL=2), num_warps=4, num_stages=3)
 check(rms_norm._rms_norm_kernel, {name: half for name in ("X", "Add", "Weight", "Out")},
       dict(BLOCK_D=4096, HAS_ADD=True, USE_PDL=True), num_warps=8)
 check(decode._decode_merge_kernel, dict(PartialOut="*fp32", PartialLse="*fp32", Out=half),

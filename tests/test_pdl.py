@@ -15,11 +15,11 @@ from integration.engine import FlashCoreEngine
 from integration.models import llama31_8b
 
 
-SETTINGS = ("ENABLED", "RELEASE_EARLY", "PREFETCH_TILES", "PREFETCH_KV_BLOCKS")
-OFF = (False, False, 0, 0)
-AT_EXIT = (True, False, 0, 0)
-EARLY = (True, True, 0, 0)
-EARLY_PREFETCHING = (True, True, 4, 2)
+SETTINGS = ("ENABLED", "RELEASE_EARLY", "PREFETCH_TILES")
+OFF = (False, False, 0)
+AT_EXIT = (True, False, 0)
+EARLY = (True, True, 0)
+EARLY_PREFETCHING = (True, True, 2)
 
 
 def put_in_place(setting):
@@ -95,39 +95,51 @@ def programs_per_sm(compiled, shared):
     return count.value
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
-                    reason="PDL needs a Hopper or newer GPU")
-def test_engine_is_bitwise_the_same_with_pdl(pdl_setting):
-    """8B-shaped layers, 24 greedy tokens through the captured graphs at batch 1, 2 and 3 (left-padded): the
-    persistent GEMVs, the tiled one and the RMSNorm kernel in turn; without PDL, with releases at exit only, with
-    early ones, and early ones asking L2 for weights and cached keys and values before their waits. Released early,
-    each persistent GEMV fits exactly its programs per SM on an SM: more would let the next kernel's programs crowd,
-    fewer would run its grid in two waves."""
-    model = llama31_8b(dtype=torch.float16, num_layers=3)
+def engine_outputs(model, setting):
+    """24 greedy tokens of three prompts at batch 1, 2 and 3 (left-padded) through the engine's captured graphs
+    under a PDL setting: {batch: (tokens, the last step's logits)}."""
+    put_in_place(setting)
     ids = torch.randint(0, 128000, (3, 40), generator=torch.Generator().manual_seed(0)).cuda()
     mask = torch.ones_like(ids)
     mask[1, :13] = 0
     mask[2, :5] = 0
+    engine = FlashCoreEngine(model, max_batch_size=3, max_seq_len=128)
     outputs = {}
-    for setting in (OFF, AT_EXIT, EARLY, EARLY_PREFETCHING, OFF, EARLY_PREFETCHING):
-        put_in_place(setting)
-        engine = FlashCoreEngine(model, max_batch_size=3, max_seq_len=128)
-        for batch in (1, 2, 3):
-            tokens = engine.generate(ids[:batch], attention_mask=mask[:batch], max_new_tokens=24, eos_token_id=[])
-            logits = engine.engine.program_for(batch).buffers.logits.clone()
-            outputs.setdefault((setting, batch), []).append((tokens, logits))
-        del engine
-    for (setting, batch), runs in outputs.items():
-        for tokens, logits in runs:
-            assert torch.equal(tokens, outputs[(OFF, batch)][0][0]), (setting, batch)
-            assert torch.equal(logits, outputs[(OFF, batch)][0][1]), (setting, batch)
+    for batch in (1, 2, 3):
+        tokens = engine.generate(ids[:batch], attention_mask=mask[:batch], max_new_tokens=24, eos_token_id=[])
+        outputs[batch] = tokens, engine.engine.program_for(batch).buffers.logits.clone()
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def layers_and_outputs_without_pdl():
+    saved = tuple(getattr(_pdl, name) for name in SETTINGS)
+    model = llama31_8b(dtype=torch.float16, num_layers=3)
+    outputs = engine_outputs(model, OFF)
+    put_in_place(saved)
+    return model, outputs
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
+                    reason="PDL needs a Hopper or newer GPU")
+@pytest.mark.parametrize("setting", [AT_EXIT, EARLY, EARLY_PREFETCHING], ids=["at_exit", "early", "prefetching"])
+def test_engine_is_bitwise_the_same_with_pdl(pdl_setting, layers_and_outputs_without_pdl, setting):
+    """8B-shaped layers at batch 1, 2 and 3: the persistent GEMVs, the tiled one and the RMSNorm kernel in turn,
+    with releases at exit only, early ones, and early ones asking L2 for weights before their waits, against no PDL.
+    Released early, each persistent GEMV fits exactly its programs per SM on an SM: more would let the next
+    kernel's programs crowd, fewer would run its grid in two waves."""
+    model, expected = layers_and_outputs_without_pdl
+    for batch, (tokens, logits) in engine_outputs(model, setting).items():
+        assert torch.equal(tokens, expected[batch][0]), batch
+        assert torch.equal(logits, expected[batch][1]), batch
     launched_with_pdl = [compiled.metadata.launch_pdl for compiled, _ in decode_module._split_launch.compiled.values()]
-    assert True in launched_with_pdl and False in launched_with_pdl
-    held = {compiled.name: held_to for compiled, held_to in _pdl._HELD.items()}
-    assert {"_gemv_row_kernel", "_gemv_chunked_row_kernel"} <= set(held)
-    for compiled, held_to in _pdl._HELD.items():
-        assert programs_per_sm(compiled, compiled.packed_metadata[2]) == held_to, compiled.name
+    assert True in launched_with_pdl
+    if setting[1]:
+        held = {compiled.name: held_to for compiled, held_to in _pdl._HELD.items()}
+        assert {"_gemv_row_kernel", "_gemv_chunked_row_kernel"} <= set(held)
+        for compiled, held_to in _pdl._HELD.items():
+            assert programs_per_sm(compiled, compiled.packed_metadata[2]) == held_to, compiled.name
 
 
 @pytest.mark.gpu
@@ -143,7 +155,7 @@ def test_decode_attention_is_bitwise_the_same_with_pdl(pdl_setting, kv_len, spli
     kv_lens = torch.tensor([kv_len, kv_len // 2][:batch], dtype=torch.int32, device="cuda")
     kv_start = torch.tensor([0, 5][:batch], dtype=torch.int32, device="cuda")
     results = []
-    for setting in (OFF, AT_EXIT, EARLY_PREFETCHING):
+    for setting in (OFF, AT_EXIT, EARLY):
         put_in_place(setting)
         results.append(decode_attention(query, key, value, kv_lens=kv_lens, kv_start=kv_start, splits=splits))
     assert all(torch.equal(results[0], result) for result in results[1:])

@@ -40,8 +40,8 @@ yardstick (the copy-bandwidth yardstick at a process's start, after 1 s of copie
 (programmatic dependent launch off against on: decode attention in graphs, the projection chain, the engine A/B),
 cap (PDL's early release from the batch-1 kernels, the persistent GEMVs held to their programs per SM,
 against releases at exit: bits, decode attention, chain, GEMV rows, the engine A/B and its batch sweep), prefetch
-(kernels released early asking L2 for their first weight tiles or key/value blocks at their wait, over tile and
-block counts: decode attention, chain, GEMV rows at M = 1, the engine).
+(persistent GEMVs released early asking L2 for their first weight tiles at their wait, over tile counts: chain,
+GEMV rows at M = 1, the engine; run53 also timed decode's split kernel asking for key/value blocks, bdbf330).
 Parts tma (the TMA prefill kernel; run10 also timed PDL on the tiled GEMVs of the time), contig (decode splits over
 runs of consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue
 loads in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
@@ -1215,24 +1215,21 @@ if "cap" in parts:
     _pdl.RELEASE_EARLY = default
 
 if "prefetch" in parts:
-    # Released early (batch 1), each kernel asks L2 for its first weight tiles (PREFETCH_TILES) or its first key and
-    # value blocks (PREFETCH_KV_BLOCKS) while it sits at its wait, against asking for nothing: decode attention over
-    # block counts, the chain and GEMV rows over tile counts, then the engine under a few of each.
+    # Released early (batch 1), each persistent GEMV asks L2 for its first weight tiles (PREFETCH_TILES) while it
+    # sits at its wait, against asking for nothing: the chain and GEMV rows over tile counts, then the engine. Run53
+    # (bdbf330's part) also had decode's split kernel ask for its first key/value blocks (PREFETCH_KV_BLOCKS).
     from flashcore import _pdl
-    default = _pdl.PREFETCH_TILES, _pdl.PREFETCH_KV_BLOCKS
+    default = _pdl.PREFETCH_TILES
 
-    def prefetch_setting(tiles, blocks):
+    def prefetch_setting(tiles):
         def put_in_place():
-            _pdl.PREFETCH_TILES, _pdl.PREFETCH_KV_BLOCKS = tiles, blocks
+            _pdl.PREFETCH_TILES = tiles
         return put_in_place
 
-    decode_attention_alternated("prefetch", {f"kv{b}": prefetch_setting(0, b) for b in (0, 1, 2, 4, 8)},
-                                ((1, 512), (1, 2048), (1, 32768), (1, 131072)))
-    chain_and_gemv_alternated("prefetch", {f"w{t}": prefetch_setting(t, 0) for t in (0, 1, 2, 4, 8)}, rows_m=(1,))
-    engine_alternated("prefetch", {f"w{t}kv{b}": prefetch_setting(t, b)
-                                   for t, b in ((0, 0), (2, 0), (4, 0), (8, 0), (4, 2), (4, 4), (0, 2))},
+    chain_and_gemv_alternated("prefetch", {f"w{t}": prefetch_setting(t) for t in (0, 1, 2, 4)}, rows_m=(1,))
+    engine_alternated("prefetch", {f"w{t}": prefetch_setting(t) for t in (0, 1, 2)},
                       cache_lens=(512, 2048, 8192, 32768))
-    _pdl.PREFETCH_TILES, _pdl.PREFETCH_KV_BLOCKS = default
+    _pdl.PREFETCH_TILES = default
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside
