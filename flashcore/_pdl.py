@@ -87,16 +87,15 @@ def wait_for_previous_kernel(USE_PDL: tl.constexpr):
 
 
 @triton.jit
-def prefetch_rows_l2(base, rows, row_ok, stride_row, stride_col, cols, COLS_PADDED: tl.constexpr):
-    """Ask L2 for columns [0, cols) of the given rows of a matrix at base (COLS_PADDED >= cols, a power of two), one
-    128-byte line at a time where stride_col is 1 (otherwise the lines holding every LINE-th column). A hint: it
-    returns nothing, waits for nothing and never changes a result (L2 is where the GPU's writes meet, so a line
-    fetched early is still updated by a later write). Every address lies in the matrix: where row_ok is false, or
-    past cols, it asks for the line at base."""
+def prefetch_rows_l2(base, rows, row_ok, stride_row, cols, COLS_PADDED: tl.constexpr):
+    """Ask L2 for columns [0, cols) of the given rows of a row-major matrix at base (COLS_PADDED >= cols, a power of
+    two), one 128-byte line at a time. A hint: it returns nothing, waits for nothing and never changes a result (L2
+    is where the GPU's writes meet, so a line fetched early is still updated by a later write). Every address lies
+    in the matrix: where row_ok is false, or past cols, it asks for the line at base."""
     LINE: tl.constexpr = 1024 // base.dtype.element_ty.primitive_bitwidth  # elements in 128 bytes
     LINES: tl.constexpr = (COLS_PADDED + LINE - 1) // LINE
     starts = tl.arange(0, LINES) * LINE
-    ptrs = base + rows[:, None].to(tl.int64) * stride_row + starts[None, :].to(tl.int64) * stride_col
+    ptrs = base + rows[:, None].to(tl.int64) * stride_row + starts[None, :]
     ptrs = tl.where(row_ok[:, None] & (starts < cols)[None, :], ptrs, base)
     tl.inline_asm_elementwise("prefetch.global.L2 [$1]; // $0 unused", "=r,l", [ptrs], dtype=tl.int32,
                               is_pure=False, pack=1)

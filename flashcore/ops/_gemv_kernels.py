@@ -141,9 +141,9 @@ def _gemv_row_kernel(
     if USE_PDL == 2 and PREFETCH_TILES > 0:  # weights, which no kernel writes: asked for before the wait
         r = tl.arange(0, BLOCK_N * PREFETCH_TILES)
         rows = (tl.program_id(0) + (r // BLOCK_N) * tl.num_programs(0)) * BLOCK_N + r % BLOCK_N
-        prefetch_rows_l2(W, rows, rows < N, stride_wn, 1, K, BLOCK_K)
+        prefetch_rows_l2(W, rows, rows < N, stride_wn, K, BLOCK_K)
         if EPILOGUE == 2:
-            prefetch_rows_l2(W, rows + N, rows < N, stride_wn, 1, K, BLOCK_K)
+            prefetch_rows_l2(W, rows + N, rows < N, stride_wn, K, BLOCK_K)
     wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): no load or store before it
     offs_k = tl.arange(0, BLOCK_K)
     mask_k = offs_k < K
@@ -206,7 +206,7 @@ def _gemv_chunked_row_kernel(
     programs = tl.num_programs(0)
     if USE_PDL == 2 and PREFETCH_TILES > 0:  # weights, which no kernel writes: asked for before the wait
         rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-        prefetch_rows_l2(W, rows, rows < N, stride_wn, 1, tl.minimum(K, PREFETCH_TILES * BLOCK_K),
+        prefetch_rows_l2(W, rows, rows < N, stride_wn, tl.minimum(K, PREFETCH_TILES * BLOCK_K),
                          PREFETCH_TILES * BLOCK_K)
     wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): no load or store before it
     steps = tl.cdiv(tl.cdiv(N, BLOCK_N) - pid, programs) * CHUNKS
