@@ -29,9 +29,11 @@ run46: the engine step -20 to +35 us, the projection chain +60 us). Released ear
 GEMVs, whose programs now sit at their wait while the kernel before them finishes: each asks for its first
 PREFETCH_TILES weight tiles there (`prefetch_rows_l2`). Run53, alternated twice (4.16 TB/s): two tiles made the
 batch-1 engine step 24-48 us faster at 512-32K, and the GEMV rows of notebook 04 faster at M = 1 (4096x4096 9.95 /
-10.33 us against 11.16 / 10.71); four tiles lost 36-50 us a step and eight 0.2 ms. Decode's split kernel asking
-for its first key and value blocks lost (in a graph at 32K 39.4 us with two blocks against 38.5; the engine 10-55
-us slower at 2K-32K), and does not.
+10.33 us against 11.16 / 10.71); four tiles lost 36-50 us a step and eight 0.2 ms. One tile against two, alternated
+twice in each of two calls (run55, run56; 4.18-4.22 TB/s): the step faster in 14 of 16 pairs and within 1 us in
+the other two (16-31 us faster at 512, up to 20 us at 2K-32K), 4096x4096 9.63-9.85 us against 9.87-10.24. Decode's split kernel asking for its first
+key and value blocks lost (in a graph at 32K 39.4 us with two blocks against 38.5; the engine 10-55 us slower at
+2K-32K), and does not.
 """
 import ctypes
 
@@ -44,7 +46,7 @@ ENABLED = True
 RELEASE_EARLY = True  # batch-1 kernels release the next kernel right after their wait (False: as they exit)
 # Released early (USE_PDL 2), a persistent GEMV asks L2 for this many of its first weight tiles while it sits at
 # its wait (0: none); see the account above
-PREFETCH_TILES = 2
+PREFETCH_TILES = 1
 
 _CAPABILITY = {}
 
