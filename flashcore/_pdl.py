@@ -31,9 +31,9 @@ PREFETCH_TILES weight tiles there (`prefetch_rows_l2`). Run53, alternated twice 
 batch-1 engine step 24-48 us faster at 512-32K, and the GEMV rows of notebook 04 faster at M = 1 (4096x4096 9.95 /
 10.33 us against 11.16 / 10.71); four tiles lost 36-50 us a step and eight 0.2 ms. One tile against two, alternated
 twice in each of two calls (run55, run56; 4.18-4.22 TB/s): the step faster in 14 of 16 pairs and within 1 us in
-the other two (16-31 us faster at 512, up to 20 us at 2K-32K), 4096x4096 9.63-9.85 us against 9.87-10.24. Decode's split kernel asking for its first
-key and value blocks lost (in a graph at 32K 39.4 us with two blocks against 38.5; the engine 10-55 us slower at
-2K-32K), and does not.
+the other two (16-31 us faster at 512, up to 20 us at 2K-32K), 4096x4096 9.63-9.85 us against 9.87-10.24.
+Decode's split kernel asking for its first key and value blocks lost (in a graph at 32K 39.4 us with two blocks
+against 38.5; the engine 10-55 us slower at 2K-32K), and does not.
 """
 import ctypes
 
