@@ -207,18 +207,14 @@ def _gemv_chunked_row_kernel(
     pid = tl.program_id(0)
     programs = tl.num_programs(0)
     if USE_PDL == 2 and PREFETCH_TILES > 0:  # weights, which no kernel writes: asked for before the wait
-        rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-        prefetch_rows_l2(W, rows, rows < N, stride_wn, tl.minimum(K, PREFETCH_TILES * BLOCK_K),
-                         PREFETCH_TILES * BLOCK_K)
+        _prefetch_first_chunks(W, pid, N, K, stride_wn, BLOCK_N, BLOCK_K, PREFETCH_TILES, EPILOGUE)
     wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): no load or store before it
     steps = tl.cdiv(tl.cdiv(N, BLOCK_N) - pid, programs) * CHUNKS
     offs_m = tl.arange(0, 1)
     acc = tl.zeros([1, BLOCK_N], dtype=tl.float32)
     residual = tl.zeros([1, BLOCK_N], dtype=tl.float32)
     for step in tl.range(0, steps, num_stages=STAGES):
-        chunk = step % CHUNKS
-        offs_n = (pid + (step // CHUNKS) * programs) * BLOCK_N + tl.arange(0, BLOCK_N)
-        offs_k = chunk * BLOCK_K + tl.arange(0, BLOCK_K)
+        chunk, offs_n, offs_k = _chunk_walk(pid, programs, step, CHUNKS, BLOCK_N, BLOCK_K)
         mask_n = offs_n < N
         mask_k = offs_k < K
         if EPILOGUE == 1:  # read at a tile's first chunk: CHUNKS - 1 steps ahead of its use
@@ -247,11 +243,7 @@ def _gemv_batch_row_kernel(
     pid = tl.program_id(0)
     programs = tl.num_programs(0)
     if USE_PDL == 2 and PREFETCH_TILES > 0:  # weights, which no kernel writes: asked for before the wait
-        rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-        cols = tl.minimum(K, PREFETCH_TILES * BLOCK_K)
-        prefetch_rows_l2(W, rows, rows < N, stride_wn, cols, PREFETCH_TILES * BLOCK_K)
-        if EPILOGUE == 2:
-            prefetch_rows_l2(W, rows + N, rows < N, stride_wn, cols, PREFETCH_TILES * BLOCK_K)
+        _prefetch_first_chunks(W, pid, N, K, stride_wn, BLOCK_N, BLOCK_K, PREFETCH_TILES, EPILOGUE)
     wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): no load or store before it
     steps = tl.cdiv(tl.cdiv(N, BLOCK_N) - pid, programs) * CHUNKS
     offs_m = tl.arange(0, M_PAD)
@@ -260,9 +252,7 @@ def _gemv_batch_row_kernel(
     acc_up = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
     residual = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
     for step in tl.range(0, steps, num_stages=STAGES):
-        chunk = step % CHUNKS
-        offs_n = (pid + (step // CHUNKS) * programs) * BLOCK_N + tl.arange(0, BLOCK_N)
-        offs_k = chunk * BLOCK_K + tl.arange(0, BLOCK_K)
+        chunk, offs_n, offs_k = _chunk_walk(pid, programs, step, CHUNKS, BLOCK_N, BLOCK_K)
         mask_n = offs_n < N
         mask_k = offs_k < K
         if EPILOGUE == 1:  # read at a tile's first chunk: CHUNKS - 1 steps ahead of its use
@@ -282,6 +272,28 @@ def _gemv_batch_row_kernel(
             acc_up = tl.where(chunk == 0, products_up, acc_up + products_up)
         _epilogue_store(acc, acc_up, residual, Out, offs_m, offs_n,
                         mask_m[:, None] & mask_n[None, :] & (chunk == CHUNKS - 1), stride_om, EPILOGUE)
+
+
+@triton.jit
+def _chunk_walk(pid, programs, step, CHUNKS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Step `step` of a persistent program's flat (tile, chunk) loop over tiles pid, pid + programs, ...: the chunk,
+    the tile's output columns and the chunk's columns of K."""
+    chunk = step % CHUNKS
+    offs_n = (pid + (step // CHUNKS) * programs) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = chunk * BLOCK_K + tl.arange(0, BLOCK_K)
+    return chunk, offs_n, offs_k
+
+
+@triton.jit
+def _prefetch_first_chunks(W, pid, N, K, stride_wn, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                           PREFETCH_TILES: tl.constexpr, EPILOGUE: tl.constexpr):
+    """Ask L2 for the first PREFETCH_TILES chunks (a power of two) of the weight rows of tile `pid` (and of their
+    up halves, [gate; up], under SiLU·mul)."""
+    rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = tl.minimum(K, PREFETCH_TILES * BLOCK_K)
+    prefetch_rows_l2(W, rows, rows < N, stride_wn, cols, PREFETCH_TILES * BLOCK_K)
+    if EPILOGUE == 2:
+        prefetch_rows_l2(W, rows + N, rows < N, stride_wn, cols, PREFETCH_TILES * BLOCK_K)
 
 
 @triton.jit
