@@ -17,8 +17,8 @@ program) where all of K fits one block, and a persistent kernel that walks K in 
 projection; streaming_config where it has a norm or SiLU); two rows take the same persistent kernel but for very
 wide weights (the lm_head) and a residual epilogue; batch_config serves the rest of 2 to 32 rows (an RMSNorm runs
 first, as its own kernel; PERSISTENT_BATCH, off until measured, gives them a persistent kernel instead); the rest is
-autotuned per shape over a pruned list. The kernels are in _gemv_kernels.py;
-this module picks one for each call and launches it.
+autotuned per shape over a pruned list. The kernels are in _gemv_kernels.py; this module picks one for each call
+and launches it.
 """
 import torch
 import triton
