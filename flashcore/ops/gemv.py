@@ -410,9 +410,9 @@ def _launch_batch_row(args, block_n, block_k, programs_per_sm, stages, num_warps
 
 
 def _launch_persistent(kernel, programs, programs_per_sm, early, x, *args, **constexprs):
-    """A persistent GEMV kernel on `programs` programs, programs_per_sm an SM, with PDL: an `early` launch (one
-    row) releases the next kernel early (flashcore._pdl), asks L2 for its first weight tiles at its wait, and is
-    held to programs_per_sm."""
+    """A persistent GEMV kernel on `programs` programs, programs_per_sm an SM, with PDL: an `early` launch (one row;
+    the batch kernel under BATCH_RELEASE_EARLY) releases the next kernel early (flashcore._pdl), asks L2 for its
+    first weight tiles at its wait, and is held to programs_per_sm."""
     pdl = _pdl.launch_arguments(x.device, early=early)
     prefetch = _pdl.PREFETCH_TILES if pdl["USE_PDL"] == 2 else 0
     compiled = kernel[(programs,)](x, *args, PROGRAMS_PER_SM=programs_per_sm, PREFETCH_TILES=prefetch, **constexprs,
