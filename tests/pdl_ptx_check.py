@@ -59,10 +59,6 @@ for rows, split_k, dot in ((1, 1, False), (16, 2, True)):
 check(_gemv_kernels._gemv_chunked_row_kernel, {name: half for name in ("X", "W", "Out", "Residual")},
       dict(BLOCK_N=8, BLOCK_K=1024, CHUNKS=14, EPILOGUE=1, STAGES=4, USE_PDL=2, PROGRAMS_PER_SM=2, PREFETCH_TILES=2),
       num_warps=4)
-for epilogue in (1, 2):
-    check(_gemv_kernels._gemv_batch_row_kernel, {name: half for name in ("X", "W", "Out", "Residual")},
-          dict(M_PAD=16, BLOCK_N=16, BLOCK_K=512, CHUNKS=8, EPILOGUE=epilogue, STAGES=3, USE_PDL=2,
-               PROGRAMS_PER_SM=2, PREFETCH_TILES=1), num_warps=4)
 check(decode._decode_split_kernel,
       dict(Q=half, K=half, V=half, Cos=half, Sin=half, Out=half, PartialOut="*fp32", PartialLse="*fp32",
            KvLens="*i32", KvStart="*i32"),

@@ -114,36 +114,6 @@ def test_the_chunked_row_kernel_matches_the_tiled_one(n, k, device, monkeypatch)
     assert within_rule(err, torch_err)
 
 
-@pytest.mark.parametrize("rows, n, k", [(3, 80, 300), (8, 40, 520), (17, 48, 96)])  # several tiles a program, ragged K
-def test_the_batch_row_kernel_matches_the_tiled_one(rows, n, k, device, monkeypatch):
-    """2 to 32 16-bit rows through _gemv_batch_row_kernel (PERSISTENT_BATCH, off until measured on the GPU): plain,
-    with a residual (in place too) and with SiLU·mul, against the tiled kernel and within 2x F.linear's error; a
-    norm prologue, one row, fp32 and outputs too narrow to give every SM a program keep the other launches."""
-    import flashcore.ops.gemv as gemv_module
-    x = _randn(rows, 2 * k, dtype=torch.float16, device=device)[:, ::2]
-    w = _randn(2 * n, k, dtype=torch.float16, device=device, scale=0.05)
-    residual = _randn(rows, n, dtype=torch.float16, device=device)
-    calls = (dict(weight=w[:n]), dict(weight=w[:n], residual=residual), dict(weight=w, activation="silu_mul"))
-    tiled = [gemv(x, config=(16, 128, 1), **kw) for kw in calls]
-    launch = (16, 128, 2, 3, 4)
-    monkeypatch.setattr(gemv_module, "PERSISTENT_BATCH", True)
-    monkeypatch.setattr(gemv_module, "BATCH_ROW_LAUNCH", launch)
-    batch = gemv_module.batch_row_launch
-    assert batch(rows, n, True, False, x.device) == launch
-    assert batch(rows, n, True, True, x.device) is None and batch(1, n, True, False, x.device) is None
-    assert batch(rows, n, False, False, x.device) is None
-    if device == "cuda":
-        assert batch(rows, 16, True, False, x.device) is None  # one tile: most SMs idle
-    for kw, expected in zip(calls, tiled):
-        torch.testing.assert_close(gemv(x, **kw), expected, atol=2e-3, rtol=2e-3)
-    in_place = residual.clone()
-    gemv(x, w[:n], residual=in_place, out=in_place)
-    torch.testing.assert_close(in_place, tiled[1], atol=2e-3, rtol=2e-3)
-    ref = x.double() @ w[:n].double().T
-    err = (gemv(x, w[:n]).double() - ref).abs().max().item()
-    assert within_rule(err, (F.linear(x, w[:n]).double() - ref).abs().max().item())
-
-
 @pytest.mark.parametrize("rows, k, dtype", [(1, 64, torch.float16), (1, 4160, torch.float16), (2, 64, torch.float16),
                                            (3, 64, torch.float16), (1, 64, torch.float32)])  # each launch path
 def test_a_weight_of_no_rows_gives_an_empty_output(rows, k, dtype, device):

@@ -41,13 +41,12 @@ yardstick (the copy-bandwidth yardstick at a process's start, after 1 s of copie
 cap (PDL's early release from the batch-1 kernels, the persistent GEMVs held to their programs per SM,
 against releases at exit: bits, decode attention, chain, GEMV rows, the engine A/B and its batch sweep), prefetch
 (persistent GEMVs released early asking L2 for their first weight tiles at their wait, over tile counts: chain,
-GEMV rows at M = 1, the engine; run53 also timed decode's split kernel asking for key/value blocks, bdbf330),
-pbatch (the persistent batch GEMV against batch_config's tiled launch: error, GEMV rows at 2-8 rows over launch
-settings, at exit and released early, the engine's batch sweep).
+GEMV rows at M = 1, the engine; run53 also timed decode's split kernel asking for key/value blocks, bdbf330).
 Parts tma (the TMA prefill kernel; run10 also timed PDL on the tiled GEMVs of the time), contig (decode splits over
-runs of consecutive key blocks), merge (the merge inside the split kernel) and norm (wide, pipelined RMSNorm prologue
-loads in the batch GEMV) measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433 and 0ba9643,
-with PERF_NOTES.md's verdict."""
+runs of consecutive key blocks), merge (the merge inside the split kernel), norm (wide, pipelined RMSNorm prologue
+loads in the batch GEMV) and pbatch (a persistent batch GEMV for 2-32 rows against batch_config's tiled launch)
+measured code that was not kept: they are in commits bf9283d, ac208e3, fc26433, 0ba9643 and 688d897, with
+PERF_NOTES.md's verdict."""
 import gc
 import json
 import os
@@ -1232,41 +1231,6 @@ if "prefetch" in parts:
     engine_alternated("prefetch", {f"w{t}": prefetch_setting(t) for t in (0, 1, 2)},
                       cache_lens=(512, 2048, 8192, 32768))
     _pdl.PREFETCH_TILES = default
-
-if "pbatch" in parts:
-    # The persistent batch GEMV (gemv.PERSISTENT_BATCH, off until measured) against batch_config's tiled launch:
-    # bits and error first, then GEMV rows at 2 / 4 / 8 rows and the projection chain over launch settings, at exit
-    # and released early (BATCH_RELEASE_EARLY), then the engine's batch sweep.
-    import flashcore.ops.gemv as gemv_module
-    defaults = gemv_module.PERSISTENT_BATCH, gemv_module.BATCH_RELEASE_EARLY, gemv_module.BATCH_ROW_LAUNCH
-
-    def batch_setting(on, early=False, launch=defaults[2]):
-        def put_in_place():
-            gemv_module.PERSISTENT_BATCH, gemv_module.BATCH_RELEASE_EARLY, gemv_module.BATCH_ROW_LAUNCH = \
-                on, early, launch
-        return put_in_place
-
-    checks = []
-    for n, k in ((4096, 4096), (6144, 4096), (28672, 4096), (4096, 14336), (14336, 4096)):
-        for rows in (3, 4, 8, 16):
-            for dtype in (torch.float16, torch.bfloat16):
-                x = torch.randn(rows, k, device="cuda", dtype=dtype)
-                w = torch.randn(n, k, device="cuda", dtype=dtype) * 0.02
-                ref = x.double() @ w.double().T
-                torch_err = (F.linear(x, w).double() - ref).abs().max().item()
-                batch_setting(True)()
-                err = (gemv(x, w).double() - ref).abs().max().item()
-                checks.append(within_rule(err, torch_err))
-    results["pbatch_checks"] = f"{sum(checks)}/{len(checks)}"
-    log(f"pbatch {sum(checks)}/{len(checks)} cases within 2x F.linear's error")
-    variants = {"tiled": batch_setting(False), "p_exit": batch_setting(True)}
-    for launch in ((16, 512, 2, 3, 4), (16, 256, 2, 4, 4), (32, 256, 2, 3, 4), (16, 1024, 2, 2, 4),
-                   (16, 512, 1, 3, 4)):
-        variants["p_early_" + "_".join(map(str, launch))] = batch_setting(True, True, launch)
-    chain_and_gemv_alternated("pbatch", variants, rows_m=(2, 4, 8))
-    batch_sweep_alternated("pbatch", {"tiled": batch_setting(False), "p_exit": batch_setting(True),
-                                      "p_early": batch_setting(True, True)}, (1, 2, 4, 8, 16, 32))
-    batch_setting(*defaults)()
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside

@@ -4,8 +4,6 @@
 - _gemv_row_kernel: persistent, a few rows (one or two as launched) with all of K in registers, x read and
   normalised once a program.
 - _gemv_chunked_row_kernel: persistent, one row whose K is walked in chunks (the down projection).
-- _gemv_batch_row_kernel: persistent, 2 to 32 16-bit rows with K walked in chunks and tl.dot (off until measured:
-  gemv.PERSISTENT_BATCH).
 The persistent kernels take PROGRAMS_PER_SM, the programs per SM they are launched at, unused in their code: each
 compiled variant then has one, which flashcore._pdl.hold holds it to.
 Epilogues: EPILOGUE_NONE, EPILOGUE_RESIDUAL (y = residual + y) and EPILOGUE_SILU_MUL (W holds [gate; up]), each
@@ -226,52 +224,6 @@ def _gemv_chunked_row_kernel(
         products = _tile_products(x[None, :], w, 1)
         acc = tl.where(chunk == 0, products, acc + products)
         _epilogue_store(acc, acc, residual, Out, offs_m, offs_n, mask_n[None, :] & (chunk == CHUNKS - 1), 0, EPILOGUE)
-
-
-@triton.jit(do_not_specialize=["M"])
-def _gemv_batch_row_kernel(
-    X, W, Out, Residual, M, N, K, stride_xm, stride_xk, stride_wn, stride_om, stride_rm,
-    M_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNKS: tl.constexpr,
-    EPILOGUE: tl.constexpr, STAGES: tl.constexpr,
-    USE_PDL: tl.constexpr = False, PROGRAMS_PER_SM: tl.constexpr = 0, PREFETCH_TILES: tl.constexpr = 0,
-):
-    """2 to M_PAD 16-bit rows (M_PAD >= 16, for tl.dot), persistent: _gemv_chunked_row_kernel's walk (each program
-    takes every programs-th tile of BLOCK_N columns, the (tile, chunk) pairs one flat pipelined loop) with the tiled
-    kernel's tensor-core products, so that a batch launch runs in one wave of programs, as the one-row launches do.
-    No norm prologue (gemv normalises batch rows first, NORM_BEFORE_BATCH). Products accumulate in fp32, the
-    chunks' dot products summed in K order, and the epilogue rounds as _gemv_kernel's."""
-    pid = tl.program_id(0)
-    programs = tl.num_programs(0)
-    if USE_PDL == 2 and PREFETCH_TILES > 0:  # weights, which no kernel writes: asked for before the wait
-        _prefetch_first_chunks(W, pid, N, K, stride_wn, BLOCK_N, BLOCK_K, PREFETCH_TILES, EPILOGUE)
-    wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): no load or store before it
-    steps = tl.cdiv(tl.cdiv(N, BLOCK_N) - pid, programs) * CHUNKS
-    offs_m = tl.arange(0, M_PAD)
-    mask_m = offs_m < M
-    acc = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
-    acc_up = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
-    residual = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
-    for step in tl.range(0, steps, num_stages=STAGES):
-        chunk, offs_n, offs_k = _chunk_walk(pid, programs, step, CHUNKS, BLOCK_N, BLOCK_K)
-        mask_n = offs_n < N
-        mask_k = offs_k < K
-        if EPILOGUE == 1:  # read at a tile's first chunk: CHUNKS - 1 steps ahead of its use
-            loaded = _residual_tile(Residual, offs_m, offs_n, mask_m[:, None] & mask_n[None, :] & (chunk == 0),
-                                    stride_rm, EPILOGUE)
-            residual = tl.where(chunk == 0, loaded, residual)
-        x = tl.load(X + offs_m[:, None].to(tl.int64) * stride_xm + offs_k[None, :] * stride_xk,
-                    mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-        mask_nk = mask_n[:, None] & mask_k[None, :]
-        w = tl.load(W + offs_n[:, None].to(tl.int64) * stride_wn + offs_k[None, :], mask=mask_nk, other=0.0)
-        products = tl.dot(x, tl.trans(w))
-        acc = tl.where(chunk == 0, products, acc + products)
-        if EPILOGUE == 2:
-            w_up = tl.load(W + (offs_n + N)[:, None].to(tl.int64) * stride_wn + offs_k[None, :], mask=mask_nk,
-                           other=0.0)
-            products_up = tl.dot(x, tl.trans(w_up))
-            acc_up = tl.where(chunk == 0, products_up, acc_up + products_up)
-        _epilogue_store(acc, acc_up, residual, Out, offs_m, offs_n,
-                        mask_m[:, None] & mask_n[None, :] & (chunk == CHUNKS - 1), stride_om, EPILOGUE)
 
 
 @triton.jit

@@ -16,9 +16,8 @@ case the floor is about) goes through a persistent kernel (_gemv_row_kernel, whi
 program) where all of K fits one block, and a persistent kernel that walks K in chunks otherwise (the down
 projection; streaming_config where it has a norm or SiLU); two rows take the same persistent kernel but for very
 wide weights (the lm_head) and a residual epilogue; batch_config serves the rest of 2 to 32 rows (an RMSNorm runs
-first, as its own kernel; PERSISTENT_BATCH, off until measured, gives them a persistent kernel instead); the rest is
-autotuned per shape over a pruned list. The kernels are in _gemv_kernels.py; this module picks one for each call
-and launches it.
+first, as its own kernel); the rest is autotuned per shape over a pruned list. The kernels are in _gemv_kernels.py;
+this module picks one for each call and launches it.
 """
 import torch
 import triton
@@ -26,8 +25,8 @@ import triton.testing
 
 from flashcore import _pdl, _validate
 from flashcore.decode import sm_count
-from flashcore.ops._gemv_kernels import (EPILOGUE_NONE, EPILOGUE_RESIDUAL, EPILOGUE_SILU_MUL, _gemv_batch_row_kernel,
-                                         _gemv_chunked_row_kernel, _gemv_kernel, _gemv_row_kernel)
+from flashcore.ops._gemv_kernels import (EPILOGUE_NONE, EPILOGUE_RESIDUAL, EPILOGUE_SILU_MUL, _gemv_chunked_row_kernel,
+                                         _gemv_kernel, _gemv_row_kernel)
 from flashcore.ops.rms_norm import rms_norm
 
 MAX_ROWS = 32  # batch rows per call; the decode engine's largest batch
@@ -105,26 +104,6 @@ def chunked_row_launch(rows, k, sixteen_bit, has_norm, has_activation):
     if PERSISTENT_ROW_CHUNKED and rows == 1 and sixteen_bit and k > ROW_MAX_K and not has_norm \
             and not has_activation:
         return ROW_CHUNKED_LAUNCH
-    return None
-
-
-# 2 to 32 16-bit rows without a norm prologue through the persistent batch kernel (_gemv_batch_row_kernel) in
-# place of batch_config's tiled launch, which runs about 1.5 waves of programs or more and so can neither release
-# the next kernel early nor ask L2 for its weights at its wait (flashcore._pdl): at b02511f its M = 8 launches took
-# 1.17-1.21x the one-row times of 4096x4096 and 6144x4096 (target 1.15x) and 28672x4096 trailed cuBLAS by 1.5%.
-# Off until measured on the GPU (dev_probe part pbatch); BATCH_RELEASE_EARLY also releases the next kernel early.
-# Only where its column tiles give every SM a program: narrower outputs (1024x4096) keep the split-K tiled launch.
-PERSISTENT_BATCH = False
-BATCH_RELEASE_EARLY = False
-BATCH_ROW_LAUNCH = (16, 512, 2, 3, 4)  # BLOCK_N, BLOCK_K, programs per SM, stages, warps
-
-
-def batch_row_launch(rows, n, sixteen_bit, has_norm, device):
-    """(BLOCK_N, BLOCK_K, programs per SM, stages, warps) of the persistent batch kernel for a call, or None where
-    another launch serves it."""
-    if PERSISTENT_BATCH and rows >= 2 and sixteen_bit and not has_norm \
-            and triton.cdiv(n, BATCH_ROW_LAUNCH[0]) >= sm_count(device):
-        return BATCH_ROW_LAUNCH
     return None
 
 
@@ -344,11 +323,6 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
     if chunked is not None:
         _launch_chunked_row(args, *chunked)
         return out
-    batch = None if config is not None else batch_row_launch(rows, n, x.element_size() == 2,
-                                                             norm_weight is not None, x.device)
-    if batch is not None:
-        _launch_batch_row(args, *batch)
-        return out
     if config is None and x.device.type == "cuda":
         _gemv_autotuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])](
             **args, **_pdl.launch_arguments(x.device))
@@ -396,24 +370,11 @@ def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_war
         num_warps=num_warps)
 
 
-def _launch_batch_row(args, block_n, block_k, programs_per_sm, stages, num_warps):
-    """_gemv_batch_row_kernel over gemv's argument dict: at most programs_per_sm programs per SM, each taking every
-    programs-th tile of block_n columns."""
-    n, k, device = args["N"], args["K"], args["X"].device
-    programs = min(triton.cdiv(n, block_n), programs_per_sm * sm_count(device))
-    _launch_persistent(
-        _gemv_batch_row_kernel, programs, programs_per_sm, BATCH_RELEASE_EARLY,
-        args["X"], args["W"], args["Out"], args["Residual"], args["M"], n, k, args["stride_xm"], args["stride_xk"],
-        args["stride_wn"], args["stride_om"], args["stride_rm"],
-        M_PAD=args["M_PAD"], BLOCK_N=block_n, BLOCK_K=block_k, CHUNKS=triton.cdiv(k, block_k),
-        EPILOGUE=args["EPILOGUE"], STAGES=stages, num_warps=num_warps)
-
-
-def _launch_persistent(kernel, programs, programs_per_sm, early, x, *args, **constexprs):
-    """A persistent GEMV kernel on `programs` programs, programs_per_sm an SM, with PDL: an `early` launch (one row;
-    the batch kernel under BATCH_RELEASE_EARLY) releases the next kernel early (flashcore._pdl), asks L2 for its
-    first weight tiles at its wait, and is held to programs_per_sm."""
-    pdl = _pdl.launch_arguments(x.device, early=early)
+def _launch_persistent(kernel, programs, programs_per_sm, one_row, x, *args, **constexprs):
+    """A persistent GEMV kernel on `programs` programs, programs_per_sm an SM, with PDL: a one-row launch releases
+    the next kernel early (flashcore._pdl), asks L2 for its first weight tiles at its wait, and is held to
+    programs_per_sm."""
+    pdl = _pdl.launch_arguments(x.device, early=one_row)
     prefetch = _pdl.PREFETCH_TILES if pdl["USE_PDL"] == 2 else 0
     compiled = kernel[(programs,)](x, *args, PROGRAMS_PER_SM=programs_per_sm, PREFETCH_TILES=prefetch, **constexprs,
                                    **pdl)
