@@ -1,10 +1,11 @@
 """The kernels whose speed targets are missed, run once each between cudaProfilerStart and Stop, for Nsight
 Compute to read their hardware counters (cold caches: ncu flushes them before each kernel it replays):
 FlashCore's batch-1 GEMV on the 8B projection shapes beside cuBLAS's F.linear, and decode attention (split and
-merge kernels) at cache 2048 and 32K, and batch 8 at 4096, beside SDPA. Compiling and autotuning happen before
-the profiled range.
+merge kernels) at cache 2048 and 32K, and batch 8 at 4096, beside SDPA; or, given `batch`, the bare GEMV at M = 1
+and M = 8 beside cuBLAS at M = 8 (the M = 8 / M = 1 target). Compiling and autotuning happen before the profiled
+range.
 
-    ncu --clock-control none --profile-from-start off --section SpeedOfLight ... python3 .ci/gpu/ncu_kernels.py
+    ncu --clock-control none --profile-from-start off --section SpeedOfLight ... python3 .ci/gpu/ncu_kernels.py [batch]
 
 Prints the order of the profiled calls (ncu lists kernels by name only). Then, on any machine:
 
@@ -36,6 +37,22 @@ def gemv_calls():
         kwargs = dict(norm_weight=g, activation="silu_mul" if fuse.get("silu") else None, out=out)
         calls.append((f"flashcore {label}", lambda w=w, x=x, kwargs=kwargs: gemv(x, w, **kwargs)))
         calls.append((f"cublas {label.split(' +')[0]} (no fusion)", lambda w=w, x=x: F.linear(x, w)))
+    return calls
+
+
+def batch_gemv_calls():
+    """(label, call) for the bare GEMVs whose M = 8 time misses 1.15x its M = 1 time: FlashCore at M = 1 and 8, then
+    cuBLAS at M = 8."""
+    import torch
+    import torch.nn.functional as F
+    from flashcore.ops.gemv import gemv
+    calls = []
+    for n, k in ((4096, 4096), (6144, 4096), (28672, 4096)):
+        w = torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02
+        for rows in (1, 8):
+            x = torch.randn(rows, k, device="cuda", dtype=torch.float16)
+            calls.append((f"flashcore {n}x{k} M={rows}", lambda w=w, x=x: gemv(x, w)))
+        calls.append((f"cublas {n}x{k} M=8", lambda w=w, x=x: F.linear(x, w)))
     return calls
 
 
@@ -80,9 +97,9 @@ def summarize(path):
               + " | ".join(f"{name} {metrics[kernel][name]}" for name in SUMMARY_METRICS if name in metrics[kernel]))
 
 
-def main():
+def main(batch):
     import torch
-    calls = gemv_calls() + attention_calls()
+    calls = batch_gemv_calls() if batch else gemv_calls() + attention_calls()
     for _ in range(3):  # compile, autotune, settle
         for _, call in calls:
             call()
@@ -99,4 +116,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["summarize"]:
         summarize(sys.argv[2])
     else:
-        main()
+        main(sys.argv[1:2] == ["batch"])
