@@ -41,7 +41,9 @@ yardstick (the copy-bandwidth yardstick at a process's start, after 1 s of copie
 cap (PDL's early release from the batch-1 kernels, the persistent GEMVs held to their programs per SM,
 against releases at exit: bits, decode attention, chain, GEMV rows, the engine A/B and its batch sweep), prefetch
 (persistent GEMVs released early asking L2 for their first weight tiles at their wait, over tile counts: chain,
-GEMV rows at M = 1, the engine; run53 also timed decode's split kernel asking for key/value blocks, bdbf330).
+GEMV rows at M = 1, the engine; run53 also timed decode's split kernel asking for key/value blocks, bdbf330),
+capacity (the engine's step at short caches when it is sized for 128K, whose split count follows its capacity,
+against one sized to the cache).
 Parts tma (the TMA prefill kernel; run10 also timed PDL on the tiled GEMVs of the time), contig (decode splits over
 runs of consecutive key blocks), merge (the merge inside the split kernel), norm (wide, pipelined RMSNorm prologue
 loads in the batch GEMV) and pbatch (a persistent batch GEMV for 2-32 rows against batch_config's tiled launch)
@@ -1231,6 +1233,29 @@ if "prefetch" in parts:
     engine_alternated("prefetch", {f"w{t}": prefetch_setting(t) for t in (0, 1, 2)},
                       cache_lens=(512, 2048, 8192, 32768))
     _pdl.PREFETCH_TILES = default
+
+if "capacity" in parts:
+    # The engine's split count follows its max_seq_len: a user's engine sized for 128K runs 33 splits at every
+    # cache length, where one sized to the cache runs 9 at 512 and 17 at 1024 (33 from 2K up). Splits take every
+    # num_splits-th key block, so the extra ones at a short cache find none. Its step at 512 and 1024 against an
+    # engine sized to each cache (as notebook 04 sizes them), the two alternated twice.
+    from flashcore.decode import num_splits, sm_count
+    model = llama31_8b(dtype=torch.float16)
+    rows = results["capacity_engine"] = []
+    for repeat in range(2):
+        for cache_len in (512, 1024):
+            for label, capacity in (("sized", cache_len + 38), ("128K", 131072 + 38)):
+                engine = FlashCoreEngine(model, max_batch_size=1, max_seq_len=capacity)
+                timing = bench.engine_timing(engine, cache_len)
+                del engine
+                release()
+                splits = num_splits(1, 8, capacity, sm_count(torch.device("cuda")))
+                rows.append(dict(timing, cache_len=cache_len, capacity=capacity, splits=splits, repeat=repeat))
+                log(f"capacity rep {repeat} cache {cache_len:5d} engine {label:5s} ({splits:2d} splits): "
+                    f"{timing['ms']:.4f} ms (p10 {timing['ms_p10']:.4f}, p90 {timing['ms_p90']:.4f})")
+                save()
+    del model
+    release()
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside
