@@ -43,7 +43,8 @@ against releases at exit: bits, decode attention, chain, GEMV rows, the engine A
 (persistent GEMVs released early asking L2 for their first weight tiles at their wait, over tile counts: chain,
 GEMV rows at M = 1, the engine; run53 also timed decode's split kernel asking for key/value blocks, bdbf330),
 capacity (the engine's step at short caches when it is sized for 128K, whose split count follows its capacity,
-against one sized to the cache).
+against one sized to the cache), tiledearly (batch_config's launches released early and held against released at
+exit: bits, GEMV rows at 2-8 rows, the batch sweep).
 Parts tma (the TMA prefill kernel; run10 also timed PDL on the tiled GEMVs of the time), contig (decode splits over
 runs of consecutive key blocks), merge (the merge inside the split kernel), norm (wide, pipelined RMSNorm prologue
 loads in the batch GEMV) and pbatch (a persistent batch GEMV for 2-32 rows against batch_config's tiled launch)
@@ -1256,6 +1257,35 @@ if "capacity" in parts:
                 save()
     del model
     release()
+
+if "tiledearly" in parts:
+    # batch_config's launches released right after their wait and held to the programs per SM they need
+    # (gemv.TILED_RELEASE_EARLY, off until measured) against released at exit: bits of plain, residual and SiLU
+    # launches, GEMV rows at 2 / 4 / 8 rows, the engine's batch sweep; alternated twice.
+    import flashcore.ops.gemv as gemv_module
+    default = gemv_module.TILED_RELEASE_EARLY
+
+    def tiled_early(on):
+        return lambda: setattr(gemv_module, "TILED_RELEASE_EARLY", on)
+
+    same = []
+    for n, k in ((4096, 4096), (6144, 4096), (1024, 4096), (4096, 14336), (14336, 4096)):
+        for rows in (2, 4, 8, 16):
+            x = torch.randn(rows, k, device="cuda", dtype=torch.float16)
+            w = torch.randn(2 * n, k, device="cuda", dtype=torch.float16) * 0.02
+            residual = torch.randn(rows, n, device="cuda", dtype=torch.float16)
+            outputs = []
+            for on in (False, True):
+                tiled_early(on)()
+                outputs.append([gemv(x, w[:n]), gemv(x, w[:n], residual=residual), gemv(x, w, activation="silu_mul")])
+                torch.cuda.synchronize()
+            same.append(all(torch.equal(a, b) for a, b in zip(*outputs)))
+    results["tiledearly_bitwise"] = f"{sum(same)}/{len(same)}"
+    log(f"tiledearly {sum(same)}/{len(same)} shapes bitwise the same released early and at exit")
+    variants = {"exit": tiled_early(False), "early": tiled_early(True)}
+    chain_and_gemv_alternated("tiledearly", variants, rows_m=(2, 4, 8))
+    batch_sweep_alternated("tiledearly", variants, (1, 2, 4, 8, 16, 32))
+    tiled_early(default)()
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside

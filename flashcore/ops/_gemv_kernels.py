@@ -4,8 +4,9 @@
 - _gemv_row_kernel: persistent, a few rows (one or two as launched) with all of K in registers, x read and
   normalised once a program.
 - _gemv_chunked_row_kernel: persistent, one row whose K is walked in chunks (the down projection).
-The persistent kernels take PROGRAMS_PER_SM, the programs per SM they are launched at, unused in their code: each
-compiled variant then has one, which flashcore._pdl.hold holds it to.
+The persistent kernels (and _gemv_kernel, released early under gemv.TILED_RELEASE_EARLY) take PROGRAMS_PER_SM, the
+programs per SM they are launched at, unused in their code: each compiled variant then has one, which
+flashcore._pdl.hold holds it to.
 Epilogues: EPILOGUE_NONE, EPILOGUE_RESIDUAL (y = residual + y) and EPILOGUE_SILU_MUL (W holds [gate; up]), each
 rounded as the unfused torch ops round.
 """
@@ -50,6 +51,7 @@ def _gemv_kernel(
     eps,
     M_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, USE_DOT: tl.constexpr, USE_PDL: tl.constexpr = False,
+    PROGRAMS_PER_SM: tl.constexpr = 0,
 ):
     wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): nothing before it
     pid_n = tl.program_id(0)

@@ -152,6 +152,22 @@ BATCH_WAVES = 1.5  # programs per SM that batch_config aims for
 # 62.0-62.3).
 BATCH_STAGES, BATCH_NARROW_STAGES = 3, 4
 
+# batch_config's launches whose programs all fit at once at TILED_EARLY_MAX_PER_SM an SM (the 8B shapes but gate/up:
+# 256 programs, 384 for 6144x4096) released right after their wait and held to the programs per SM they need
+# (flashcore._pdl), as the one-row launches are: alone and cold (Nsight Compute, run59) M = 8 costs what M = 1 does,
+# and the rest of M = 1's lead is its overlap with the launches around it. Off until measured (dev_probe part
+# tiledearly); run51 lost with these launches released early but not held (6144x4096 at M = 8 19.7 us against 16.5).
+TILED_RELEASE_EARLY = False
+TILED_EARLY_MAX_PER_SM = 3
+
+
+def tiled_early_programs_per_sm(rows, n, config, sms):
+    """The programs per SM an early-released batch_config launch is held to, or None where it releases at exit."""
+    if not TILED_RELEASE_EARLY or rows < 2 or config is None:
+        return None
+    per_sm = triton.cdiv(triton.cdiv(n, config.kwargs["BLOCK_N"]) * config.kwargs["SPLIT_K"], sms)
+    return per_sm if per_sm <= TILED_EARLY_MAX_PER_SM else None
+
 
 def batch_config(n, k, sms):
     """The launch config of 2 to 32 16-bit rows (tl.dot, rows padded to 16 or 32), fixed rather than autotuned.
@@ -324,6 +340,12 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         _launch_chunked_row(args, *chunked)
         return out
     if config is None and x.device.type == "cuda":
+        sms = sm_count(x.device)
+        fixed = fixed_config(n, k, rows == 1, x.element_size() == 2, norm_weight is not None, sms)
+        held = tiled_early_programs_per_sm(rows, n, fixed, sms)
+        if held is not None:
+            _launch_tiled_early(args, fixed, held)
+            return out
         _gemv_autotuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])](
             **args, **_pdl.launch_arguments(x.device))
         return out
@@ -368,6 +390,19 @@ def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_war
         args["X"], args["W"], args["Out"], args["Residual"], n, k, args["stride_xk"], args["stride_wn"],
         BLOCK_N=block_n, BLOCK_K=block_k, CHUNKS=triton.cdiv(k, block_k), EPILOGUE=args["EPILOGUE"], STAGES=stages,
         num_warps=num_warps)
+
+
+
+def _launch_tiled_early(args, config, programs_per_sm):
+    """_gemv_kernel at a fixed config, releasing the next kernel right after its wait and held to programs_per_sm
+    (TILED_RELEASE_EARLY)."""
+    x = args["X"]
+    pdl = _pdl.launch_arguments(x.device, early=True)
+    grid = (triton.cdiv(args["N"], config.kwargs["BLOCK_N"]), config.kwargs["SPLIT_K"])
+    compiled = _gemv_kernel[grid](**args, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages,
+                                  PROGRAMS_PER_SM=programs_per_sm, **pdl)
+    if pdl["USE_PDL"] == 2:
+        _pdl.hold(compiled, x.device, programs_per_sm)
 
 
 def _launch_persistent(kernel, programs, programs_per_sm, one_row, x, *args, **constexprs):
