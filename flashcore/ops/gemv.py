@@ -155,15 +155,17 @@ BATCH_STAGES, BATCH_NARROW_STAGES = 3, 4
 # batch_config's launches whose programs all fit at once at TILED_EARLY_MAX_PER_SM an SM (the 8B shapes but gate/up:
 # 256 programs, 384 for 6144x4096) released right after their wait and held to the programs per SM they need
 # (flashcore._pdl), as the one-row launches are: alone and cold (Nsight Compute, run59) M = 8 costs what M = 1 does,
-# and the rest of M = 1's lead is its overlap with the launches around it. Off until measured (dev_probe part
-# tiledearly); run51 lost with these launches released early but not held (6144x4096 at M = 8 19.7 us against 16.5).
+# and the rest of M = 1's lead is its overlap with the launches around it. Not at ROWS_MAX rows or fewer, where the
+# launch after one may be the persistent row kernel, unheld there, whose programs would crowd onto the SMs this one
+# leaves (probe run61: the batch-2 step 4.81 ms against 4.47). Off until measured (dev_probe part tiledearly); run51
+# lost with these launches released early but not held (6144x4096 at M = 8 19.7 us against 16.5).
 TILED_RELEASE_EARLY = False
 TILED_EARLY_MAX_PER_SM = 3
 
 
 def tiled_early_programs_per_sm(rows, n, config, sms):
     """The programs per SM an early-released batch_config launch is held to, or None where it releases at exit."""
-    if not TILED_RELEASE_EARLY or rows < 2 or config is None:
+    if not TILED_RELEASE_EARLY or rows <= ROWS_MAX or config is None:
         return None
     per_sm = triton.cdiv(triton.cdiv(n, config.kwargs["BLOCK_N"]) * config.kwargs["SPLIT_K"], sms)
     return per_sm if per_sm <= TILED_EARLY_MAX_PER_SM else None
