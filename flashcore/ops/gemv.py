@@ -159,7 +159,7 @@ BATCH_STAGES, BATCH_NARROW_STAGES = 3, 4
 # launch after one may be the persistent row kernel, unheld there, whose programs would crowd onto the SMs this one
 # leaves (probe run61: the batch-2 step 4.81 ms against 4.47). Off until measured (dev_probe part tiledearly); run51
 # lost with these launches released early but not held (6144x4096 at M = 8 19.7 us against 16.5).
-TILED_RELEASE_EARLY = False
+TILED_RELEASE_EARLY = True
 TILED_EARLY_MAX_PER_SM = 3
 
 
