@@ -13,16 +13,21 @@ When is "early"? A kernel is scheduled once every program of the one before has 
 - Released right after the wait (USE_PDL 2, with RELEASE_EARLY): the next kernel's programs take SM slots as this
   kernel's programs leave them, and sit at their own wait, ready. That pays only where both kernels run in one wave
   (all programs at once): in the batch-1 step, where every kernel but the lm_head's is persistent (the GEMVs) or
-  one wave (decode attention). So kernels release early at batch 1 only. From batch 2 the O and down projections
-  run the tiled GEMV, many waves, and releasing them early from the kernels before them cost the step 0.27 ms at
-  batch 2 and 23-83 us at 4-32 (run52); in run51, where every kernel released early, the tiled 6144x4096 GEMV at
-  M = 8 took 19.7-20.1 us against 16.5.
+  one wave (decode attention). So kernels release early at batch 1, and from batch 2 only the tiled GEMV launches
+  that fit in one held wave (below). From batch 2 the O and down projections run the tiled GEMV, and releasing them
+  early from the kernels before them cost the step 0.27 ms at batch 2 and 23-83 us at 4-32 (run52); in run51, where
+  every kernel released early and none was held, the tiled 6144x4096 GEMV at M = 8 took 19.7-20.1 us against 16.5.
   A released kernel's programs go wherever an SM has room, so a persistent GEMV sized to two programs an SM would
   crowd up to four onto some SMs and leave others idle (run45: the projection chain 5.35 ms against 3.81). `hold`
   prevents that: each persistent GEMV asks for enough shared memory that no more than its programs per SM fit on
   one SM. Against releases at exit, alternated twice in each of two probe calls (run51, run52; 4.21-4.22 TB/s): the
   batch-1 engine step 17-72 us faster at 512-8K and 1-32 us at 32K, the projection chain 3.761-3.771 ms against
   3.788-3.796, and decode attention from Python 0.4-1.2 us faster at batch 1.
+  The tiled GEMV from 3 rows (gemv.TILED_RELEASE_EARLY) releases early where its programs fit at once at up to
+  three an SM, held to what it needs (every 8B shape but gate/up and lm_head). Alternated twice (run62, 4.11 TB/s):
+  the batch 4 / 8 / 16 / 32 steps 50-69 / 40-82 / 65-85 / 13-51 us shorter, batch 1 and 2 tied, and 4096x4096 at
+  M = 8 11.50-11.54 us against 11.79-11.96. At 2 rows it lost (run61: the batch-2 step 4.81 ms against 4.47), the
+  launch after it there being the 2-row persistent kernel, which is not held.
 
 Asking L2 for the first weight tiles or key/value blocks before the wait did not pay with releases at exit (run45-
 run46: the engine step -20 to +35 us, the projection chain +60 us). Released early it does for the persistent
@@ -43,7 +48,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 ENABLED = True
-RELEASE_EARLY = True  # batch-1 kernels release the next kernel right after their wait (False: as they exit)
+RELEASE_EARLY = True  # batch-1 kernels (and held tiled GEMVs) release the next kernel right after their wait
 # Released early (USE_PDL 2), a persistent GEMV asks L2 for this many of its first weight tiles while it sits at
 # its wait (0: none); see the account above
 PREFETCH_TILES = 1
@@ -65,8 +70,8 @@ def enabled(device):
 
 def mode(device, early):
     """USE_PDL for a kernel on `device`: 0 without PDL; 2 under RELEASE_EARLY where the caller releases early
-    (`early`: a batch-1 launch, see above), a persistent kernel then held by `hold` (so never where the CUDA driver
-    library cannot be opened to hold it); otherwise 1."""
+    (`early`: a batch-1 launch, or a tiled GEMV that fits one held wave; see above), the kernel then held by `hold`
+    (so never where the CUDA driver library cannot be opened to hold it); otherwise 1."""
     if not enabled(device):
         return 0
     return 2 if RELEASE_EARLY and early and _driver() is not None else 1
@@ -133,7 +138,7 @@ def held_shared_bytes(programs_per_sm, own, per_sm, per_program_max, reserved):
 
 
 def hold(compiled, device, programs_per_sm):
-    """Make later launches of `compiled` (a persistent kernel that releases early, USE_PDL 2) fit at most
+    """Make later launches of `compiled` (a kernel that releases early, USE_PDL 2) fit at most
     `programs_per_sm` of its programs on one SM, through the shared memory they ask for; its code is unchanged.
     Call it after the launch that compiled the kernel (which ran unheld). None (the interpreter) is left alone."""
     if compiled is None or _HELD.get(compiled) == programs_per_sm:

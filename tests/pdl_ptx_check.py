@@ -1,9 +1,9 @@
 """Compiled for an sm_90 GPU without one (Triton's own ptxas), every kernel that launches with programmatic dependent
 launch must wait for the previous kernel before its first global load, store or atomic, and one that releases the
-next kernel early (USE_PDL 2: the persistent GEMVs and decode attention at batch 1) must do so after its wait, and
-a persistent GEMV asked to prefetch (PREFETCH_TILES) must ask L2 before its wait. Run by tests/test_pdl.py in a
-process of its own: the test process has TRITON_INTERPRET=1 set, under which kernels cannot be compiled. Prints one
-line a kernel: its name, then "ok" or what is wrong."""
+next kernel early (USE_PDL 2: the persistent GEMVs and decode attention at batch 1, the tiled GEMV from 3 rows)
+must do so after its wait, and a persistent GEMV asked to prefetch (PREFETCH_TILES) must ask L2 before its wait.
+Run by tests/test_pdl.py in a process of its own: the test process has TRITON_INTERPRET=1 set, under which kernels
+cannot be compiled. Prints one line a kernel: its name, then "ok" or what is wrong."""
 import os
 
 assert os.environ.get("TRITON_INTERPRET") == "0"
@@ -52,10 +52,10 @@ for epilogue, norm, rows in ((0, True, 1), (1, False, 1), (2, True, 1), (0, True
           dict(M_PAD=rows, BLOCK_N=2, BLOCK_K=4096, HAS_NORM=norm, EPILOGUE=epilogue, STAGES=3, USE_PDL=2,
                PROGRAMS_PER_SM=2, PREFETCH_TILES=4),
           num_warps=4)
-for rows, split_k, dot in ((1, 1, False), (16, 2, True)):
+for rows, split_k, dot, use_pdl in ((1, 1, False, 1), (16, 2, True, 2)):  # 2: gemv.TILED_RELEASE_EARLY
     check(_gemv_kernels._gemv_kernel, dict(gemv_pointers, Partials="*fp32", Counters="*i32"),
           dict(M_PAD=rows, BLOCK_N=64, BLOCK_K=128, SPLIT_K=split_k, HAS_NORM=True, EPILOGUE=1, USE_DOT=dot,
-               USE_PDL=True), num_warps=4)
+               USE_PDL=use_pdl, PROGRAMS_PER_SM=2), num_warps=4)
 check(_gemv_kernels._gemv_chunked_row_kernel, {name: half for name in ("X", "W", "Out", "Residual")},
       dict(BLOCK_N=8, BLOCK_K=1024, CHUNKS=14, EPILOGUE=1, STAGES=4, USE_PDL=2, PROGRAMS_PER_SM=2, PREFETCH_TILES=2),
       num_warps=4)
