@@ -153,16 +153,16 @@ BATCH_WAVES = 1.5  # programs per SM that batch_config aims for
 # 62.0-62.3).
 BATCH_STAGES, BATCH_NARROW_STAGES = 3, 4
 
-# batch_config's launches whose programs all fit at once at TILED_EARLY_MAX_PER_SM an SM (the 8B shapes but gate/up:
-# 256 programs, 384 for 6144x4096) released right after their wait and held to the programs per SM they need
-# (flashcore._pdl), as the one-row launches are: alone and cold (Nsight Compute, run59) M = 8 costs what M = 1 does,
-# and the rest of M = 1's lead is its overlap with the launches around it. Probe run62 (dev_probe part tiledearly, on
-# against off alternated twice): the batch 4 / 8 / 16 / 32 steps 50-69 / 40-82 / 65-85 / 13-51 us shorter, batch 1
-# and 2 tied; GEMV rows at M = 8 4096x4096 11.50-11.54 us against 11.79-11.96, 6144x4096 16.05-16.07 against
-# 16.48-16.56 (cuBLAS 16.13-16.30), 1024x4096 5.97 against 6.32-6.33; 20/20 shapes bitwise the same. Not at ROWS_MAX
-# rows or fewer, where the launch after one may be the persistent row kernel, unheld there, whose programs would
-# crowd onto the SMs this one leaves (run61: the batch-2 step 4.81 ms against 4.47). Run51 lost with these launches
-# released early but not held (6144x4096 at M = 8 19.7 us against 16.5).
+# batch_config's launches whose programs all fit at once at TILED_EARLY_MAX_PER_SM an SM (every 8B shape but gate/up
+# and lm_head: 224-256 programs, 384 for 6144x4096) released right after their wait and held to the programs per SM
+# they need (flashcore._pdl), as the one-row launches are: alone and cold (Nsight Compute, run59) M = 8 costs what
+# M = 1 does, and the rest of M = 1's lead is its overlap with the launches around it. Probe run62 (dev_probe part
+# tiledearly, on against off alternated twice): the batch 4 / 8 / 16 / 32 steps 50-69 / 40-82 / 65-85 / 13-51 us
+# shorter, batch 1 and 2 tied; GEMV rows at M = 8 4096x4096 11.50-11.54 us against 11.79-11.96, 6144x4096 16.05-16.07
+# against 16.48-16.56 (cuBLAS 16.13-16.30), 1024x4096 5.97 against 6.32-6.33; 20/20 shapes bitwise the same. Not at
+# ROWS_MAX rows or fewer, where the launch after one may be the persistent row kernel, unheld there, whose programs
+# would crowd onto the SMs this one leaves (run61: the batch-2 step 4.81 ms against 4.47). Run51 lost with these
+# launches released early but not held (6144x4096 at M = 8 19.7 us against 16.5).
 TILED_RELEASE_EARLY = True
 TILED_EARLY_MAX_PER_SM = 3
 
