@@ -94,6 +94,11 @@ def load_carried(name, path):
     return module
 
 
+def module_setting(module, name, value):
+    """A variant for the *_alternated helpers: a function that sets module.name to value."""
+    return lambda: setattr(module, name, value)
+
+
 def save():
     with open(os.path.join(OUT, f"probe_{'_'.join(parts)}.json"), "w") as f:
         json.dump(results, f, indent=1, default=str)
@@ -1153,9 +1158,7 @@ if "pdl" in parts:
     default = _pdl.ENABLED
 
     def pdl_setting(enabled):
-        def put_in_place():
-            _pdl.ENABLED = enabled
-        return put_in_place
+        return module_setting(_pdl, "ENABLED", enabled)
 
     decode_attention_alternated("pdl", {"off": pdl_setting(False), "pdl": pdl_setting(True)},
                                 ((1, 512), (1, 2048), (1, 8192), (1, 32768), (8, 4096)))
@@ -1176,9 +1179,7 @@ if "cap" in parts:
     default = _pdl.RELEASE_EARLY
 
     def release_setting(early):
-        def put_in_place():
-            _pdl.RELEASE_EARLY = early
-        return put_in_place
+        return module_setting(_pdl, "RELEASE_EARLY", early)
     variants = {"exit": release_setting(False), "early": release_setting(True)}
 
     # Bits: 24 greedy tokens of a 3-layer 8B-shaped model at batch 1 and 2, early against exit
@@ -1226,9 +1227,7 @@ if "prefetch" in parts:
     default = _pdl.PREFETCH_TILES
 
     def prefetch_setting(tiles):
-        def put_in_place():
-            _pdl.PREFETCH_TILES = tiles
-        return put_in_place
+        return module_setting(_pdl, "PREFETCH_TILES", tiles)
 
     chain_and_gemv_alternated("prefetch", {f"w{t}": prefetch_setting(t) for t in (0, 1, 2, 4)}, rows_m=(1,))
     engine_alternated("prefetch", {f"w{t}": prefetch_setting(t) for t in (0, 1, 2)},
@@ -1266,7 +1265,7 @@ if "tiledearly" in parts:
     default = gemv_module.TILED_RELEASE_EARLY
 
     def tiled_early(on):
-        return lambda: setattr(gemv_module, "TILED_RELEASE_EARLY", on)
+        return module_setting(gemv_module, "TILED_RELEASE_EARLY", on)
 
     same = []
     for n, k in ((4096, 4096), (6144, 4096), (1024, 4096), (4096, 14336), (14336, 4096)):
