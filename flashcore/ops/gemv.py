@@ -167,12 +167,14 @@ TILED_RELEASE_EARLY = True
 TILED_EARLY_MAX_PER_SM = 3
 
 
-def tiled_early_programs_per_sm(rows, n, config, sms):
-    """The programs per SM an early-released batch_config launch is held to, or None where it releases at exit."""
-    if not TILED_RELEASE_EARLY or rows <= ROWS_MAX or config is None:
+def tiled_early_launch(rows, n, k, sixteen_bit, has_norm, sms):
+    """(batch_config's config, the programs per SM it is held to) for a call whose tiled launch releases early, or
+    None where it releases at exit or batch_config does not serve it (the cheap checks first: this runs per call)."""
+    if not TILED_RELEASE_EARLY or rows <= ROWS_MAX or not sixteen_bit or has_norm:
         return None
+    config = batch_config(n, k, sms)
     per_sm = triton.cdiv(triton.cdiv(n, config.kwargs["BLOCK_N"]) * config.kwargs["SPLIT_K"], sms)
-    return per_sm if per_sm <= TILED_EARLY_MAX_PER_SM else None
+    return (config, per_sm) if per_sm <= TILED_EARLY_MAX_PER_SM else None
 
 
 def batch_config(n, k, sms):
@@ -346,11 +348,9 @@ def gemv(x, weight, *, out=None, norm_weight=None, eps=1e-5, residual=None, acti
         _launch_chunked_row(args, *chunked)
         return out
     if config is None and x.device.type == "cuda":
-        sms = sm_count(x.device)
-        fixed = fixed_config(n, k, rows == 1, x.element_size() == 2, norm_weight is not None, sms)
-        held = tiled_early_programs_per_sm(rows, n, fixed, sms)
-        if held is not None:
-            _launch_tiled_early(args, fixed, held)
+        early = tiled_early_launch(rows, n, k, x.element_size() == 2, norm_weight is not None, sm_count(x.device))
+        if early is not None:
+            _launch_tiled_early(args, *early)
             return out
         _gemv_autotuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])](
             **args, **_pdl.launch_arguments(x.device))
