@@ -49,6 +49,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 ENABLED = True
 RELEASE_EARLY = True  # batch-1 kernels (and held tiled GEMVs) release the next kernel right after their wait
+EARLY_MAX_BATCH = 1  # the batch up to which every one-wave kernel of the decode step releases early
 # Released early (USE_PDL 2), a persistent GEMV asks L2 for this many of its first weight tiles while it sits at
 # its wait (0: none); see the account above
 PREFETCH_TILES = 1

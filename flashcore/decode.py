@@ -386,7 +386,8 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
     num_warps, num_stages = DECODE_NUM_WARPS, (DECODE_NUM_STAGES if on_gpu else 1)
     # Released early (flashcore._pdl) at batch 1, where the split kernel's programs all run at once (two an SM at
     # most, as the default split counts keep them); the merge follows.
-    use_pdl = _pdl.mode(query.device, early=batch == 1 and splits * kv_heads <= 2 * sm_count(query.device))
+    use_pdl = _pdl.mode(query.device, early=batch <= _pdl.EARLY_MAX_BATCH
+                        and splits * batch * kv_heads <= 2 * sm_count(query.device))
     stride_key = int_key(split_strides)
     split_key = None if stride_key is None else (
         query.dtype, out.dtype, group, head_dim, block_n, load_v_with_k, owner_v_with_k, num_warps, num_stages,

@@ -55,7 +55,7 @@ for epilogue, norm, rows in ((0, True, 1), (1, False, 1), (2, True, 1), (0, True
 for rows, split_k, dot, use_pdl in ((1, 1, False, 1), (16, 2, True, 2)):  # 2: gemv.TILED_RELEASE_EARLY
     check(_gemv_kernels._gemv_kernel, dict(gemv_pointers, Partials="*fp32", Counters="*i32"),
           dict(M_PAD=rows, BLOCK_N=64, BLOCK_K=128, SPLIT_K=split_k, HAS_NORM=True, EPILOGUE=1, USE_DOT=dot,
-               USE_PDL=use_pdl, PROGRAMS_PER_SM=2), num_warps=4)
+               USE_PDL=use_pdl, PROGRAMS_PER_SM=2, PREFETCH_TILES=use_pdl - 1), num_warps=4)
 check(_gemv_kernels._gemv_chunked_row_kernel, {name: half for name in ("X", "W", "Out", "Residual")},
       dict(BLOCK_N=8, BLOCK_K=1024, CHUNKS=14, EPILOGUE=1, STAGES=4, USE_PDL=2, PROGRAMS_PER_SM=2, PREFETCH_TILES=2),
       num_warps=4)

@@ -174,9 +174,10 @@ def test_norm_before_the_batch_launch_matches_the_prologue(rows, device, monkeyp
 def test_tiled_launches_release_early_where_one_held_wave_fits(monkeypatch):
     """From 3 rows, batch_config's launches whose programs fit at once at up to TILED_EARLY_MAX_PER_SM an SM release
     early, held to the programs per SM they need; at 1-2 rows (where the persistent row kernel, unheld there, may
-    come next), past that many programs, without batch_config (fp32, a norm prologue) or with the setting off, they
-    release at exit."""
+    come next) unless every kernel releases early up to that batch (_pdl.EARLY_MAX_BATCH), past that many programs,
+    without batch_config (fp32, a norm prologue) or with the setting off, they release at exit."""
     import flashcore.ops.gemv as gemv_module
+    from flashcore import _pdl
 
     def early(rows, n, k, sixteen_bit=True, has_norm=False):
         launch = gemv_module.tiled_early_launch(rows, n, k, sixteen_bit, has_norm, 132)
@@ -186,6 +187,7 @@ def test_tiled_launches_release_early_where_one_held_wave_fits(monkeypatch):
         return launch[1]
 
     monkeypatch.setattr(gemv_module, "TILED_RELEASE_EARLY", True)
+    monkeypatch.setattr(_pdl, "EARLY_MAX_BATCH", 1)
     # the 8B shapes on the H200's 132 SMs: 256 programs (4096x4096, 4096x14336, 1024x4096), 224 (14336x4096), 384
     # (6144x4096) fit; 448 (gate/up) and 2004 (lm_head) do not
     expected = {(4096, 4096): 2, (4096, 14336): 2, (1024, 4096): 2, (14336, 4096): 2, (6144, 4096): 3,
@@ -195,6 +197,8 @@ def test_tiled_launches_release_early_where_one_held_wave_fits(monkeypatch):
         assert early(3, n, k) == per_sm, (n, k)
         assert early(2, n, k) is None, (n, k)
     assert early(8, 4096, 4096, sixteen_bit=False) is None and early(8, 4096, 4096, has_norm=True) is None
+    monkeypatch.setattr(_pdl, "EARLY_MAX_BATCH", 2)
+    assert early(2, 4096, 4096) == 2 and early(2, 28672, 4096) is None
     monkeypatch.setattr(gemv_module, "TILED_RELEASE_EARLY", False)
     assert early(8, 4096, 4096) is None
 

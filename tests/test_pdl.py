@@ -11,17 +11,19 @@ import torch
 
 from flashcore import _pdl, decode_attention
 from flashcore import decode as decode_module
+from flashcore.ops import gemv as gemv_module
 from integration.engine import FlashCoreEngine
 from integration.models import llama31_8b
 
 
-SETTINGS = ("ENABLED", "RELEASE_EARLY", "PREFETCH_TILES")
-OFF = (False, False, 0)
-AT_EXIT = (True, False, 0)
-EARLY = (True, True, 0)
+SETTINGS = ("ENABLED", "RELEASE_EARLY", "PREFETCH_TILES", "EARLY_MAX_BATCH")
+OFF = (False, False, 0, 1)
+AT_EXIT = (True, False, 0, 1)
+EARLY = (True, True, 0, 1)
 # the shipped tile count, and four: the count run53's GPU tests failed a graph capture at (beside a key/value
 # prefetch since removed), where lines past a small matrix's rows all ask for its first line
-EARLY_PREFETCHING = [(True, True, tiles) for tiles in (_pdl.PREFETCH_TILES, 4)]
+EARLY_PREFETCHING = [(True, True, tiles, 1) for tiles in (_pdl.PREFETCH_TILES, 4)]
+EARLY_TO_BATCH_2 = (True, True, _pdl.PREFETCH_TILES, 2)  # every one-wave kernel of the batch-2 step too
 
 
 def put_in_place(setting):
@@ -125,13 +127,14 @@ def layers_and_outputs_without_pdl():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
                     reason="PDL needs a Hopper or newer GPU")
-@pytest.mark.parametrize("setting", [AT_EXIT, EARLY, *EARLY_PREFETCHING],
-                         ids=["at_exit", "early", *(f"prefetching_{tiles}" for *_, tiles in EARLY_PREFETCHING)])
-def test_engine_is_bitwise_the_same_with_pdl(pdl_setting, layers_and_outputs_without_pdl, setting):
+@pytest.mark.parametrize("setting", [AT_EXIT, EARLY, *EARLY_PREFETCHING, EARLY_TO_BATCH_2],
+                         ids=["at_exit", "early", *(f"prefetching_{s[2]}" for s in EARLY_PREFETCHING), "early_to_2"])
+def test_engine_is_bitwise_the_same_with_pdl(pdl_setting, layers_and_outputs_without_pdl, setting, monkeypatch):
     """8B-shaped layers at batch 1, 2 and 3: the persistent GEMVs, the tiled one and the RMSNorm kernel in turn,
-    with releases at exit only, early ones, and early ones asking L2 for weights before their waits, against no PDL.
-    Released early, each persistent GEMV fits exactly its programs per SM on an SM: more would let the next
-    kernel's programs crowd, fewer would run its grid in two waves."""
+    with releases at exit only, early ones, and early ones asking L2 for weights before their waits (the tiled
+    GEMV's too), against no PDL. Released early, each GEMV fits exactly its programs per SM on an SM: more would
+    let the next kernel's programs crowd, fewer would run its grid in two waves."""
+    monkeypatch.setattr(gemv_module, "TILED_PREFETCH", setting[2] > 0)
     model, expected = layers_and_outputs_without_pdl
     for batch, (tokens, logits) in engine_outputs(model, setting).items():
         assert torch.equal(tokens, expected[batch][0]), batch

@@ -44,7 +44,8 @@ against releases at exit: bits, decode attention, chain, GEMV rows, the engine A
 GEMV rows at M = 1, the engine; run53 also timed decode's split kernel asking for key/value blocks, bdbf330),
 capacity (the engine's step at short caches when it is sized for 128K, whose split count follows its capacity,
 against one sized to the cache), tiledearly (batch_config's launches released early and held against released at
-exit: bits, GEMV rows at 2-8 rows, the batch sweep).
+exit: bits, GEMV rows at 2-8 rows, the batch sweep), early2 (every one-wave kernel of the batch-2 step released early
+and held, and the tiled launches released early asking L2 for a first weight tile: bits, GEMV rows, batch sweep).
 Parts tma (the TMA prefill kernel; run10 also timed PDL on the tiled GEMVs of the time), contig (decode splits over
 runs of consecutive key blocks), merge (the merge inside the split kernel), norm (wide, pipelined RMSNorm prologue
 loads in the batch GEMV) and pbatch (a persistent batch GEMV for 2-32 rows against batch_config's tiled launch)
@@ -1285,6 +1286,37 @@ if "tiledearly" in parts:
     chain_and_gemv_alternated("tiledearly", variants, rows_m=(2, 4, 8))
     batch_sweep_alternated("tiledearly", variants, (1, 2, 4, 8, 16, 32))
     tiled_early(default)()
+
+if "early2" in parts:
+    # Every one-wave kernel of the batch-2 step released early and held (_pdl.EARLY_MAX_BATCH 2: the 2-row
+    # persistent GEMVs, decode attention, the tiled O and down launches), and the tiled launches that release early
+    # asking L2 for their first weight tile at their wait (gemv.TILED_PREFETCH), against neither: bits of GEMV
+    # launches at 2 / 4 / 8 rows, then GEMV rows at 1 / 2 / 8 rows and the batch sweep, alternated twice.
+    from flashcore import _pdl
+    import flashcore.ops.gemv as gemv_module
+    defaults = _pdl.EARLY_MAX_BATCH, gemv_module.TILED_PREFETCH
+
+    def early2(max_batch, prefetch):
+        return lambda: (setattr(_pdl, "EARLY_MAX_BATCH", max_batch), setattr(gemv_module, "TILED_PREFETCH", prefetch))
+
+    variants = {"base": early2(1, False), "b2": early2(2, False), "pf": early2(1, True), "b2pf": early2(2, True)}
+    same = []
+    for n, k in ((4096, 4096), (6144, 4096), (4096, 14336), (14336, 4096)):
+        for rows in (2, 4, 8):
+            x = torch.randn(rows, k, device="cuda", dtype=torch.float16)
+            w = torch.randn(2 * n, k, device="cuda", dtype=torch.float16) * 0.02
+            residual = torch.randn(rows, n, device="cuda", dtype=torch.float16)
+            outputs = []
+            for put_in_place in variants.values():
+                put_in_place()
+                outputs.append([gemv(x, w[:n]), gemv(x, w[:n], residual=residual), gemv(x, w, activation="silu_mul")])
+                torch.cuda.synchronize()
+            same.append(all(torch.equal(a, b) for other in outputs[1:] for a, b in zip(outputs[0], other)))
+    results["early2_bitwise"] = f"{sum(same)}/{len(same)}"
+    log(f"early2 {sum(same)}/{len(same)} shapes bitwise the same under every variant")
+    chain_and_gemv_alternated("early2", variants, rows_m=(1, 2, 8))
+    batch_sweep_alternated("early2", variants, (1, 2, 4, 8, 16, 32))
+    early2(*defaults)()
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside

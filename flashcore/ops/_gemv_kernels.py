@@ -51,11 +51,18 @@ def _gemv_kernel(
     eps,
     M_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, USE_DOT: tl.constexpr, USE_PDL: tl.constexpr = False,
-    PROGRAMS_PER_SM: tl.constexpr = 0,
+    PROGRAMS_PER_SM: tl.constexpr = 0, PREFETCH_TILES: tl.constexpr = 0,
 ):
-    wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): nothing before it
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)  # which slice of K (split-K: small N still fills every SM)
+    # this program's slice of K: whole BLOCK_K chunks, contiguous (long runs of each weight row)
+    k_per_split = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
+    k_lo = pid_k * k_per_split
+    k_hi = tl.minimum(K, k_lo + k_per_split)
+    if USE_PDL == 2 and PREFETCH_TILES > 0:  # weights, which no kernel writes: asked for before the wait
+        _prefetch_first_chunks(W + tl.minimum(k_lo, K - 1), pid_n, N, k_hi - k_lo, stride_wn, BLOCK_N, BLOCK_K,
+                               PREFETCH_TILES, EPILOGUE)
+    wait_for_previous_kernel(USE_PDL)  # launched with PDL (flashcore._pdl): nothing before it
     offs_m = tl.arange(0, M_PAD)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
@@ -74,10 +81,6 @@ def _gemv_kernel(
             sum_sq += tl.sum(x * x, 1)
         rstd = tl.math.rsqrt(sum_sq / K + eps)
 
-    # this program's slice of K: whole BLOCK_K chunks, contiguous (long runs of each weight row)
-    k_per_split = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
-    k_lo = pid_k * k_per_split
-    k_hi = tl.minimum(K, k_lo + k_per_split)
     acc = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
     acc_up = tl.zeros([M_PAD, BLOCK_N], dtype=tl.float32)
     for k0 in range(k_lo, k_hi, BLOCK_K):
@@ -242,7 +245,8 @@ def _chunk_walk(pid, programs, step, CHUNKS: tl.constexpr, BLOCK_N: tl.constexpr
 def _prefetch_first_chunks(W, pid, N, K, stride_wn, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                            PREFETCH_TILES: tl.constexpr, EPILOGUE: tl.constexpr):
     """Ask L2 for the first PREFETCH_TILES chunks (a power of two) of the weight rows of tile `pid` (and of their
-    up halves, [gate; up], under SiLU·mul)."""
+    up halves, [gate; up], under SiLU·mul), of rows K long starting at W (a split-K slice: W offset, K its width;
+    none where K <= 0)."""
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = tl.minimum(K, PREFETCH_TILES * BLOCK_K)
     prefetch_rows_l2(W, rows, rows < N, stride_wn, cols, PREFETCH_TILES * BLOCK_K)

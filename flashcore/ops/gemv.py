@@ -165,12 +165,13 @@ BATCH_STAGES, BATCH_NARROW_STAGES = 3, 4
 # launches released early but not held (6144x4096 at M = 8 19.7 us against 16.5).
 TILED_RELEASE_EARLY = True
 TILED_EARLY_MAX_PER_SM = 3
+TILED_PREFETCH = False  # each of those launches asks L2 for its first _pdl.PREFETCH_TILES weight tiles at its wait
 
 
 def tiled_early_launch(rows, n, k, sixteen_bit, has_norm, sms):
     """(batch_config's config, the programs per SM it is held to) for a call whose tiled launch releases early, or
     None where it releases at exit or batch_config does not serve it (the cheap checks first: this runs per call)."""
-    if not TILED_RELEASE_EARLY or rows <= ROWS_MAX or not sixteen_bit or has_norm:
+    if not TILED_RELEASE_EARLY or _pdl.EARLY_MAX_BATCH < rows <= ROWS_MAX or not sixteen_bit or has_norm:
         return None
     config = batch_config(n, k, sms)
     per_sm = triton.cdiv(triton.cdiv(n, config.kwargs["BLOCK_N"]) * config.kwargs["SPLIT_K"], sms)
@@ -376,7 +377,7 @@ def _launch_row(args, m_pad, block_n, programs_per_sm, stages, num_warps):
     tiles = triton.cdiv(n, block_n)
     programs = min(tiles, programs_per_sm * sm_count(device))
     _launch_persistent(
-        _gemv_row_kernel, programs, programs_per_sm, args["M"] == 1,
+        _gemv_row_kernel, programs, programs_per_sm, args["M"] <= _pdl.EARLY_MAX_BATCH,
         args["X"], args["W"], args["Out"], args["NormWeight"], args["Residual"],
         args["M"], n, k, args["stride_xm"], args["stride_xk"], args["stride_wn"], args["stride_om"],
         args["stride_rm"], args["eps"],
@@ -392,7 +393,7 @@ def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_war
     tiles = triton.cdiv(n, block_n)
     programs = triton.cdiv(tiles, triton.cdiv(tiles, programs_per_sm * sm_count(device)))
     _launch_persistent(
-        _gemv_chunked_row_kernel, programs, programs_per_sm, args["M"] == 1,
+        _gemv_chunked_row_kernel, programs, programs_per_sm, args["M"] <= _pdl.EARLY_MAX_BATCH,
         args["X"], args["W"], args["Out"], args["Residual"], n, k, args["stride_xk"], args["stride_wn"],
         BLOCK_N=block_n, BLOCK_K=block_k, CHUNKS=triton.cdiv(k, block_k), EPILOGUE=args["EPILOGUE"], STAGES=stages,
         num_warps=num_warps)
@@ -405,17 +406,18 @@ def _launch_tiled_early(args, config, programs_per_sm):
     x = args["X"]
     pdl = _pdl.launch_arguments(x.device, early=True)
     grid = (triton.cdiv(args["N"], config.kwargs["BLOCK_N"]), config.kwargs["SPLIT_K"])
+    prefetch = _pdl.PREFETCH_TILES if TILED_PREFETCH and pdl["USE_PDL"] == 2 else 0
     compiled = _gemv_kernel[grid](**args, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages,
-                                  PROGRAMS_PER_SM=programs_per_sm, **pdl)
+                                  PROGRAMS_PER_SM=programs_per_sm, PREFETCH_TILES=prefetch, **pdl)
     if pdl["USE_PDL"] == 2:
         _pdl.hold(compiled, x.device, programs_per_sm)
 
 
-def _launch_persistent(kernel, programs, programs_per_sm, one_row, x, *args, **constexprs):
-    """A persistent GEMV kernel on `programs` programs, programs_per_sm an SM, with PDL: a one-row launch releases
-    the next kernel early (flashcore._pdl), asks L2 for its first weight tiles at its wait, and is held to
-    programs_per_sm."""
-    pdl = _pdl.launch_arguments(x.device, early=one_row)
+def _launch_persistent(kernel, programs, programs_per_sm, early, x, *args, **constexprs):
+    """A persistent GEMV kernel on `programs` programs, programs_per_sm an SM, with PDL: where `early` (up to
+    _pdl.EARLY_MAX_BATCH rows) it releases the next kernel early (flashcore._pdl), asks L2 for its first weight
+    tiles at its wait, and is held to programs_per_sm."""
+    pdl = _pdl.launch_arguments(x.device, early=early)
     prefetch = _pdl.PREFETCH_TILES if pdl["USE_PDL"] == 2 else 0
     compiled = kernel[(programs,)](x, *args, PROGRAMS_PER_SM=programs_per_sm, PREFETCH_TILES=prefetch, **constexprs,
                                    **pdl)
