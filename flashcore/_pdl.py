@@ -12,11 +12,12 @@ When is "early"? A kernel is scheduled once every program of the one before has 
   at 512-32K, 22-76 us at batch 1-32, the projection chain 22 us.
 - Released right after the wait (USE_PDL 2, with RELEASE_EARLY): the next kernel's programs take SM slots as this
   kernel's programs leave them, and sit at their own wait, ready. That pays only where both kernels run in one wave
-  (all programs at once): in the batch-1 step, where every kernel but the lm_head's is persistent (the GEMVs) or
-  one wave (decode attention). So kernels release early at batch 1, and from batch 2 only the tiled GEMV launches
-  that fit in one held wave (below). From batch 2 the O and down projections run the tiled GEMV, and releasing them
-  early from the kernels before them cost the step 0.27 ms at batch 2 and 23-83 us at 4-32 (run52); in run51, where
-  every kernel released early and none was held, the tiled 6144x4096 GEMV at M = 8 took 19.7-20.1 us against 16.5.
+  (all programs at once): in the batch-1 and batch-2 steps, where every kernel but the lm_head's is persistent (the
+  GEMVs), one wave (decode attention) or, at batch 2, a tiled GEMV launch that fits one held wave (the O and down
+  projections). So kernels release early up to EARLY_MAX_BATCH, and past it only the tiled GEMV launches that fit in
+  one held wave (below). Releasing the tiled O and down launches early, unheld, from the kernels before them cost
+  the step 0.27 ms at batch 2 and 23-83 us at 4-32 (run52); in run51, where every kernel released early and none was
+  held, the tiled 6144x4096 GEMV at M = 8 took 19.7-20.1 us against 16.5.
   A released kernel's programs go wherever an SM has room, so a persistent GEMV sized to two programs an SM would
   crowd up to four onto some SMs and leave others idle (run45: the projection chain 5.35 ms against 3.81). `hold`
   prevents that: each persistent GEMV asks for enough shared memory that no more than its programs per SM fit on
@@ -26,8 +27,12 @@ When is "early"? A kernel is scheduled once every program of the one before has 
   The tiled GEMV from 3 rows (gemv.TILED_RELEASE_EARLY) releases early where its programs fit at once at up to
   three an SM, held to what it needs (every 8B shape but gate/up and lm_head). Alternated twice (run62, 4.11 TB/s):
   the batch 4 / 8 / 16 / 32 steps 50-69 / 40-82 / 65-85 / 13-51 us shorter, batch 1 and 2 tied, and 4096x4096 at
-  M = 8 11.50-11.54 us against 11.79-11.96. At 2 rows it lost (run61: the batch-2 step 4.81 ms against 4.47), the
-  launch after it there being the 2-row persistent kernel, which is not held.
+  M = 8 11.50-11.54 us against 11.79-11.96. At 2 rows alone it lost (run61: the batch-2 step 4.81 ms against 4.47),
+  the launch after it there being the 2-row persistent kernel, then released at exit and not held. With every
+  kernel of the batch-2 step released early and held (EARLY_MAX_BATCH 2), alternated twice (run64, 4.19 TB/s):
+  batch 2 4.380-4.381 ms against 4.399-4.404, 4.354-4.358 with the tiled launches' weight prefetch
+  (gemv.TILED_PREFETCH_MAX_ROWS); GEMV rows at M = 2 4096x4096 10.96 us against 11.78-11.83, 6144x4096 15.29-15.31
+  against 15.81-16.05; batch 1 and 4-32 tied; bitwise the same.
 
 Asking L2 for the first weight tiles or key/value blocks before the wait did not pay with releases at exit (run45-
 run46: the engine step -20 to +35 us, the projection chain +60 us). Released early it does for the persistent
@@ -48,8 +53,8 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 ENABLED = True
-RELEASE_EARLY = True  # batch-1 kernels (and held tiled GEMVs) release the next kernel right after their wait
-EARLY_MAX_BATCH = 1  # the batch up to which every one-wave kernel of the decode step releases early
+RELEASE_EARLY = True  # the one-wave kernels of small batches release the next kernel right after their wait
+EARLY_MAX_BATCH = 2  # the batch up to which every one-wave kernel of the decode step releases early (see above)
 # Released early (USE_PDL 2), a persistent GEMV asks L2 for this many of its first weight tiles while it sits at
 # its wait (0: none); see the account above
 PREFETCH_TILES = 1
@@ -71,7 +76,8 @@ def enabled(device):
 
 def mode(device, early):
     """USE_PDL for a kernel on `device`: 0 without PDL; 2 under RELEASE_EARLY where the caller releases early
-    (`early`: a batch-1 launch, or a tiled GEMV that fits one held wave; see above), the kernel then held by `hold`
+    (`early`: a launch of up to EARLY_MAX_BATCH rows, or a tiled GEMV that fits one held wave; see above), the
+    kernel then held by `hold`
     (so never where the CUDA driver library cannot be opened to hold it); otherwise 1."""
     if not enabled(device):
         return 0

@@ -384,8 +384,8 @@ def _decode(query, key, value, kv_lens, kv_start, scale, splits, out, workspace,
                      0 if cos is None else cos.stride(0), *out_strides)
     block_n, load_v_with_k, owner_v_with_k = DECODE_BLOCK_N, DECODE_LOAD_V_WITH_K, OWNER_LOAD_V_WITH_K
     num_warps, num_stages = DECODE_NUM_WARPS, (DECODE_NUM_STAGES if on_gpu else 1)
-    # Released early (flashcore._pdl) at batch 1, where the split kernel's programs all run at once (two an SM at
-    # most, as the default split counts keep them); the merge follows.
+    # Released early (flashcore._pdl) up to _pdl.EARLY_MAX_BATCH, where the split kernel's programs all run at once
+    # (two an SM at most, as the default split counts keep them); the merge follows.
     use_pdl = _pdl.mode(query.device, early=batch <= _pdl.EARLY_MAX_BATCH
                         and splits * batch * kv_heads <= 2 * sm_count(query.device))
     stride_key = int_key(split_strides)

@@ -1,7 +1,7 @@
 """Compiled for an sm_90 GPU without one (Triton's own ptxas), every kernel that launches with programmatic dependent
 launch must wait for the previous kernel before its first global load, store or atomic, and one that releases the
-next kernel early (USE_PDL 2: the persistent GEMVs and decode attention at batch 1, the tiled GEMV from 3 rows)
-must do so after its wait, and a persistent GEMV asked to prefetch (PREFETCH_TILES) must ask L2 before its wait.
+next kernel early (USE_PDL 2: the persistent GEMVs and decode attention at batch 1 and 2, the tiled GEMV where one
+held wave fits) must do so after its wait, and a GEMV asked to prefetch (PREFETCH_TILES) must ask L2 before its wait.
 Run by tests/test_pdl.py in a process of its own: the test process has TRITON_INTERPRET=1 set, under which kernels
 cannot be compiled. Prints one line a kernel: its name, then "ok" or what is wrong."""
 import os

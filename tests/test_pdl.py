@@ -44,7 +44,7 @@ def test_pdl_is_off_off_the_gpu(pdl_setting):
     assert _pdl.mode(torch.device("cpu"), early=True) == 0
 
 
-def test_only_a_batch_one_launch_releases_early_and_only_where_it_can_be_held(pdl_setting, monkeypatch):
+def test_a_launch_releases_early_only_where_asked_and_where_it_can_be_held(pdl_setting, monkeypatch):
     gpu = torch.device("cuda", 0)
     monkeypatch.setattr(_pdl, "enabled", lambda device: True)  # a Hopper GPU, as far as the policy can tell
     monkeypatch.setattr(_pdl, "_DRIVER", [object()])
@@ -134,7 +134,7 @@ def test_engine_is_bitwise_the_same_with_pdl(pdl_setting, layers_and_outputs_wit
     with releases at exit only, early ones, and early ones asking L2 for weights before their waits (the tiled
     GEMV's too), against no PDL. Released early, each GEMV fits exactly its programs per SM on an SM: more would
     let the next kernel's programs crowd, fewer would run its grid in two waves."""
-    monkeypatch.setattr(gemv_module, "TILED_PREFETCH", setting[2] > 0)
+    monkeypatch.setattr(gemv_module, "TILED_PREFETCH_MAX_ROWS", 8 if setting[2] else 0)
     model, expected = layers_and_outputs_without_pdl
     for batch, (tokens, logits) in engine_outputs(model, setting).items():
         assert torch.equal(tokens, expected[batch][0]), batch
@@ -143,7 +143,7 @@ def test_engine_is_bitwise_the_same_with_pdl(pdl_setting, layers_and_outputs_wit
     assert True in launched_with_pdl
     if setting[1]:
         held = {compiled.name: held_to for compiled, held_to in _pdl._HELD.items()}
-        # the tiled GEMV too, from batch 3 (gemv.TILED_RELEASE_EARLY: the O projection's launch)
+        # the tiled GEMV too (gemv.TILED_RELEASE_EARLY: the O projection's launch at batch 3)
         assert {"_gemv_row_kernel", "_gemv_chunked_row_kernel", "_gemv_kernel"} <= set(held)
         for compiled, held_to in _pdl._HELD.items():
             assert programs_per_sm(compiled, compiled.packed_metadata[2]) == held_to, compiled.name

@@ -16,9 +16,9 @@ case the floor is about) goes through a persistent kernel (_gemv_row_kernel, whi
 program) where all of K fits one block, and a persistent kernel that walks K in chunks otherwise (the down
 projection; streaming_config where it has a norm or SiLU); two rows take the same persistent kernel but for very
 wide weights (the lm_head) and a residual epilogue; batch_config serves the rest of 2 to 32 rows (an RMSNorm runs
-first, as its own kernel; from 3 rows, a launch that fits one held wave releases the next kernel early,
-TILED_RELEASE_EARLY); the rest is autotuned per shape over a pruned list. The kernels are in _gemv_kernels.py; this
-module picks one for each call and launches it.
+first, as its own kernel; a launch that fits one held wave releases the next kernel early, TILED_RELEASE_EARLY);
+the rest is autotuned per shape over a pruned list. The kernels are in _gemv_kernels.py; this module picks one for
+each call and launches it.
 """
 import torch
 import triton
@@ -160,12 +160,18 @@ BATCH_STAGES, BATCH_NARROW_STAGES = 3, 4
 # tiledearly, on against off alternated twice): the batch 4 / 8 / 16 / 32 steps 50-69 / 40-82 / 65-85 / 13-51 us
 # shorter, batch 1 and 2 tied; GEMV rows at M = 8 4096x4096 11.50-11.54 us against 11.79-11.96, 6144x4096 16.05-16.07
 # against 16.48-16.56 (cuBLAS 16.13-16.30), 1024x4096 5.97 against 6.32-6.33; 20/20 shapes bitwise the same. Not at
-# ROWS_MAX rows or fewer, where the launch after one may be the persistent row kernel, unheld there, whose programs
-# would crowd onto the SMs this one leaves (run61: the batch-2 step 4.81 ms against 4.47). Run51 lost with these
-# launches released early but not held (6144x4096 at M = 8 19.7 us against 16.5).
+# ROWS_MAX rows or fewer unless every kernel of that batch's step releases early (_pdl.EARLY_MAX_BATCH): the launch
+# after one may be the persistent row kernel, unheld where it releases at exit, whose programs would crowd onto the
+# SMs this one leaves (run61: the batch-2 step 4.81 ms against 4.47). Run51 lost with these launches released early
+# but not held (6144x4096 at M = 8 19.7 us against 16.5).
 TILED_RELEASE_EARLY = True
 TILED_EARLY_MAX_PER_SM = 3
-TILED_PREFETCH = False  # each of those launches asks L2 for its first _pdl.PREFETCH_TILES weight tiles at its wait
+# Up to this many rows (0: none) such a launch asks L2 for its first _pdl.PREFETCH_TILES weight tiles at its wait, as
+# the persistent ones do. Probe run64 (part early2, 4.19 TB/s, alternated twice): GEMV rows at M = 8 4096x4096
+# 11.22-11.30 us against 11.52-11.76, 6144x4096 15.65-15.71 against 15.80-16.10, 1024x4096 5.70-5.76 against
+# 6.00-6.05; the batch-2 step (with _pdl.EARLY_MAX_BATCH 2) 4.354-4.358 ms against 4.380-4.381 without it; batch 4-16
+# within 1-25 us either way; batch 32 6.522-6.538 against 6.506-6.511, so not past 8 rows.
+TILED_PREFETCH_MAX_ROWS = 8
 
 
 def tiled_early_launch(rows, n, k, sixteen_bit, has_norm, sms):
@@ -402,11 +408,11 @@ def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_war
 
 def _launch_tiled_early(args, config, programs_per_sm):
     """_gemv_kernel at a fixed config, releasing the next kernel right after its wait and held to programs_per_sm
-    (TILED_RELEASE_EARLY)."""
+    (TILED_RELEASE_EARLY), asking L2 for its first weight tiles at its wait up to TILED_PREFETCH_MAX_ROWS rows."""
     x = args["X"]
     pdl = _pdl.launch_arguments(x.device, early=True)
     grid = (triton.cdiv(args["N"], config.kwargs["BLOCK_N"]), config.kwargs["SPLIT_K"])
-    prefetch = _pdl.PREFETCH_TILES if TILED_PREFETCH and pdl["USE_PDL"] == 2 else 0
+    prefetch = _pdl.PREFETCH_TILES if args["M"] <= TILED_PREFETCH_MAX_ROWS and pdl["USE_PDL"] == 2 else 0
     compiled = _gemv_kernel[grid](**args, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages,
                                   PROGRAMS_PER_SM=programs_per_sm, PREFETCH_TILES=prefetch, **pdl)
     if pdl["USE_PDL"] == 2:
