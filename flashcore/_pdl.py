@@ -24,8 +24,8 @@ When is "early"? A kernel is scheduled once every program of the one before has 
   one SM. Against releases at exit, alternated twice in each of two probe calls (run51, run52; 4.21-4.22 TB/s): the
   batch-1 engine step 17-72 us faster at 512-8K and 1-32 us at 32K, the projection chain 3.761-3.771 ms against
   3.788-3.796, and decode attention from Python 0.4-1.2 us faster at batch 1.
-  The tiled GEMV from 3 rows (gemv.TILED_RELEASE_EARLY) releases early where its programs fit at once at up to
-  three an SM, held to what it needs (every 8B shape but gate/up and lm_head). Alternated twice (run62, 4.11 TB/s):
+  The tiled GEMV (gemv.TILED_RELEASE_EARLY) releases early where its programs fit at once at up to three an SM,
+  held to what it needs (every 8B shape but gate/up and lm_head). From 3 rows, alternated twice (run62, 4.11 TB/s):
   the batch 4 / 8 / 16 / 32 steps 50-69 / 40-82 / 65-85 / 13-51 us shorter, batch 1 and 2 tied, and 4096x4096 at
   M = 8 11.50-11.54 us against 11.79-11.96. At 2 rows alone it lost (run61: the batch-2 step 4.81 ms against 4.47),
   the launch after it there being the 2-row persistent kernel, then released at exit and not held. With every

@@ -119,6 +119,16 @@ def test_a_gemv_miss_against_cublas_shows_both_spreads():
         "31.5-32.2)"]
 
 
+def test_a_miss_just_past_its_target_does_not_read_as_the_target():
+    """Misses carry one digit more than their targets: 89.6% of copy bandwidth is not printed as 90%."""
+    rows = [{"shape": "4096x14336", "M": 1, "flashcore_us": 31.35, "cublas_us": 33.66, "bandwidth_fraction": 0.8962},
+            {"shape": "4096x4096", "M": 1, "flashcore_us": 9.94, "cublas_us": 14.17, "bandwidth_fraction": 0.808},
+            {"shape": "4096x4096", "M": 8, "flashcore_us": 11.45, "cublas_us": 14.32, "bandwidth_fraction": 0.703}]
+    assert summaries.decode_sweep({**_sweep(5.5), "gemv": rows}, check_targets=True)["missed"] == [
+        "GEMV 4096x14336 at M=1: 89.6% of copy bandwidth (target 90%)",
+        "GEMV 4096x4096 at M=8: 11.45 us, 1.152x its M=1 time (target 1.15x)"]
+
+
 def test_hf_compile_puts_the_comparison_first_and_misses_a_recompile():
     rows = [{"path": "hf-compile-sdpa", "cache_len": 2048, "compile_s": 30.0, "ms_per_token": 9.0,
              "recompiles_new_shapes": 0},
