@@ -77,8 +77,7 @@ def enabled(device):
 def mode(device, early):
     """USE_PDL for a kernel on `device`: 0 without PDL; 2 under RELEASE_EARLY where the caller releases early
     (`early`: a launch of up to EARLY_MAX_BATCH rows, or a tiled GEMV that fits one held wave; see above), the
-    kernel then held by `hold`
-    (so never where the CUDA driver library cannot be opened to hold it); otherwise 1."""
+    kernel then held by `hold` (so never where the CUDA driver library cannot be opened to hold it); otherwise 1."""
     if not enabled(device):
         return 0
     return 2 if RELEASE_EARLY and early and _driver() is not None else 1

@@ -11,7 +11,6 @@ import torch
 
 from flashcore import _pdl, decode_attention
 from flashcore import decode as decode_module
-from flashcore.ops import gemv as gemv_module
 from integration.engine import FlashCoreEngine
 from integration.models import llama31_8b
 
@@ -129,12 +128,11 @@ def layers_and_outputs_without_pdl():
                     reason="PDL needs a Hopper or newer GPU")
 @pytest.mark.parametrize("setting", [AT_EXIT, EARLY, *EARLY_PREFETCHING, EARLY_TO_BATCH_2],
                          ids=["at_exit", "early", *(f"prefetching_{s[2]}" for s in EARLY_PREFETCHING), "early_to_2"])
-def test_engine_is_bitwise_the_same_with_pdl(pdl_setting, layers_and_outputs_without_pdl, setting, monkeypatch):
+def test_engine_is_bitwise_the_same_with_pdl(pdl_setting, layers_and_outputs_without_pdl, setting):
     """8B-shaped layers at batch 1, 2 and 3: the persistent GEMVs, the tiled one and the RMSNorm kernel in turn,
     with releases at exit only, early ones, and early ones asking L2 for weights before their waits (the tiled
-    GEMV's too), against no PDL. Released early, each GEMV fits exactly its programs per SM on an SM: more would
+    GEMV's up to gemv.TILED_PREFETCH_MAX_ROWS), against no PDL. Released early, each GEMV fits exactly its programs per SM on an SM: more would
     let the next kernel's programs crowd, fewer would run its grid in two waves."""
-    monkeypatch.setattr(gemv_module, "TILED_PREFETCH_MAX_ROWS", 8 if setting[2] else 0)
     model, expected = layers_and_outputs_without_pdl
     for batch, (tokens, logits) in engine_outputs(model, setting).items():
         assert torch.equal(tokens, expected[batch][0]), batch
@@ -162,7 +160,7 @@ def test_decode_attention_is_bitwise_the_same_with_pdl(pdl_setting, kv_len, spli
     kv_lens = torch.tensor([kv_len, kv_len // 2][:batch], dtype=torch.int32, device="cuda")
     kv_start = torch.tensor([0, 5][:batch], dtype=torch.int32, device="cuda")
     results = []
-    for setting in (OFF, AT_EXIT, EARLY):
+    for setting in (OFF, AT_EXIT, EARLY, EARLY_TO_BATCH_2):
         put_in_place(setting)
         results.append(decode_attention(query, key, value, kv_lens=kv_lens, kv_start=kv_start, splits=splits))
     assert all(torch.equal(results[0], result) for result in results[1:])

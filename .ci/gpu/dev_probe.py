@@ -45,7 +45,9 @@ GEMV rows at M = 1, the engine; run53 also timed decode's split kernel asking fo
 capacity (the engine's step at short caches when it is sized for 128K, whose split count follows its capacity,
 against one sized to the cache), tiledearly (batch_config's launches released early and held against released at
 exit: bits, GEMV rows at 2-8 rows, the batch sweep), early2 (every one-wave kernel of the batch-2 step released early
-and held, and the tiled launches released early asking L2 for a first weight tile: bits, GEMV rows, batch sweep).
+and held, and the tiled launches released early asking L2 for a first weight tile: bits, GEMV rows, batch sweep),
+tiledgrid (batch_config's launches at other blocks, stages and prefetch depths, released early and held: error, GEMV
+rows at 4 and 8 rows beside cuBLAS, the batch sweep).
 Parts tma (the TMA prefill kernel; run10 also timed PDL on the tiled GEMVs of the time), contig (decode splits over
 runs of consecutive key blocks), merge (the merge inside the split kernel), norm (wide, pipelined RMSNorm prologue
 loads in the batch GEMV) and pbatch (a persistent batch GEMV for 2-32 rows against batch_config's tiled launch)
@@ -1317,6 +1319,61 @@ if "early2" in parts:
     chain_and_gemv_alternated("early2", variants, rows_m=(1, 2, 8))
     batch_sweep_alternated("early2", variants, (1, 2, 4, 8, 16, 32))
     early2(*defaults)()
+
+if "tiledgrid" in parts:
+    # batch_config's launches at other blocks, stages and prefetch depths, released early and held to the programs an
+    # SM their grid needs: 28672x4096 bare (448 programs of 64 columns, which fit 3 an SM: 1.13 waves, released at
+    # exit; behind cuBLAS at M = 4 / 8 in the report at 54e1456) at 128-wide blocks (224 programs, 2 an SM) or 2
+    # stages (4 fit an SM); 4096x4096 (M = 8 1.152x its M = 1 time there) at 32-wide blocks (512 programs, 4 an SM)
+    # or 256-deep ones at 2 stages; two prefetched tiles. Error against float64, GEMV rows at M = 4 / 8 beside cuBLAS,
+    # the batch sweep where the variant reaches the engine's launches; alternated twice.
+    from flashcore import _pdl
+    import flashcore.ops.gemv as gemv_module
+    original, default_tiles = gemv_module.tiled_early_launch, _pdl.PREFETCH_TILES
+
+    def launched(overrides, tiles=default_tiles):
+        """A variant: (N, K) -> (BLOCK_N, BLOCK_K, SPLIT_K, stages) for launches of 3+ rows, released early."""
+        def tiled_early_launch(rows, n, k, sixteen_bit, has_norm, sms):
+            if (n, k) in overrides and rows >= 3 and sixteen_bit and not has_norm:
+                block_n, block_k, split_k, stages = overrides[(n, k)]
+                config = triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split_k}, num_warps=4,
+                                       num_stages=stages)
+                return config, triton.cdiv(triton.cdiv(n, block_n) * split_k, sms)
+            return original(rows, n, k, sixteen_bit, has_norm, sms)
+        return lambda: (setattr(gemv_module, "tiled_early_launch", tiled_early_launch),
+                        setattr(_pdl, "PREFETCH_TILES", tiles))
+
+    variants = {"base": launched({}), "gu128": launched({(28672, 4096): (128, 128, 1, 3)}),
+                "gu64s2": launched({(28672, 4096): (64, 128, 1, 2)}),
+                "o32": launched({(4096, 4096): (32, 128, 4, 3)}), "o64k256": launched({(4096, 4096): (64, 256, 4, 2)}),
+                "pf2": launched({}, tiles=2)}
+    checks = results["tiledgrid_error"] = []
+    for name, put_in_place in variants.items():
+        put_in_place()
+        for n, k in ((28672, 4096), (4096, 4096)):
+            for m in (4, 8):
+                x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+                w = torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02
+                r = torch.randn(m, n, device="cuda", dtype=torch.float16)
+                ref = r.double() + x.double() @ w.double().T
+                err = (gemv(x, w, residual=r).double() - ref).abs().max().item()
+                torch_err = ((r + F.linear(x, w)).double() - ref).abs().max().item()
+                checks.append(dict(variant=name, shape=f"{n}x{k}", M=m, err=err, torch_err=torch_err,
+                                   ok=within_rule(err, torch_err)))
+    log(f"tiledgrid {sum(c['ok'] for c in checks)}/{len(checks)} residual launches within 2x F.linear's error")
+    gemvs = results["tiledgrid_gemv"] = []
+    shapes = ((4096, 4096), (28672, 4096), (6144, 4096), (14336, 4096), (4096, 14336))
+    for repeat in range(2):
+        for name, put_in_place in variants.items():
+            put_in_place()
+            for r in kernel_bench.gemv_rows(bw, shapes=shapes, rows_m=(4, 8)):
+                gemvs.append(dict(r, variant=name, repeat=repeat))
+                log(f"tiledgrid gemv {name:8s} {r['shape']:>11s} M={r['M']}: {r['flashcore_us']:6.2f} us "
+                    f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:6.2f}")
+            save()
+    engine_variants = {name: variants[name] for name in ("base", "o32", "o64k256", "pf2")}
+    batch_sweep_alternated("tiledgrid", engine_variants, (4, 8, 16, 32))
+    launched({})()
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside
