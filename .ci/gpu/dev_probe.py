@@ -1325,8 +1325,9 @@ if "tiledgrid" in parts:
     # SM their grid needs: 28672x4096 bare (448 programs of 64 columns, which fit 3 an SM: 1.13 waves, released at
     # exit; behind cuBLAS at M = 4 / 8 in the report at 54e1456) at 128-wide blocks (224 programs, 2 an SM) or 2
     # stages (4 fit an SM); 4096x4096 (M = 8 1.152x its M = 1 time there) at 32-wide blocks (512 programs, 4 an SM)
-    # or 256-deep ones at 2 stages; two prefetched tiles. Error against float64, GEMV rows at M = 4 / 8 beside cuBLAS,
-    # the batch sweep where the variant reaches the engine's launches; alternated twice.
+    # or 256-deep ones at 2 stages; 1024x4096 (1.45x) at 256-deep 16-wide tiles; two prefetched tiles. Error against
+    # float64 (with a residual), GEMV rows at M = 4 / 8 beside cuBLAS, the batch sweep where the variant reaches the
+    # engine's launches; alternated twice.
     from flashcore import _pdl
     import flashcore.ops.gemv as gemv_module
     original, default_tiles = gemv_module.tiled_early_launch, _pdl.PREFETCH_TILES
@@ -1346,11 +1347,11 @@ if "tiledgrid" in parts:
     variants = {"base": launched({}), "gu128": launched({(28672, 4096): (128, 128, 1, 3)}),
                 "gu64s2": launched({(28672, 4096): (64, 128, 1, 2)}),
                 "o32": launched({(4096, 4096): (32, 128, 4, 3)}), "o64k256": launched({(4096, 4096): (64, 256, 4, 2)}),
-                "pf2": launched({}, tiles=2)}
+                "kv16k256": launched({(1024, 4096): (16, 256, 4, 3)}), "pf2": launched({}, tiles=2)}
     checks = results["tiledgrid_error"] = []
     for name, put_in_place in variants.items():
         put_in_place()
-        for n, k in ((28672, 4096), (4096, 4096)):
+        for n, k in ((28672, 4096), (4096, 4096), (1024, 4096)):
             for m in (4, 8):
                 x = torch.randn(m, k, device="cuda", dtype=torch.float16)
                 w = torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02
@@ -1362,7 +1363,7 @@ if "tiledgrid" in parts:
                                    ok=within_rule(err, torch_err)))
     log(f"tiledgrid {sum(c['ok'] for c in checks)}/{len(checks)} residual launches within 2x F.linear's error")
     gemvs = results["tiledgrid_gemv"] = []
-    shapes = ((4096, 4096), (28672, 4096), (6144, 4096), (14336, 4096), (4096, 14336))
+    shapes = ((4096, 4096), (28672, 4096), (1024, 4096), (6144, 4096), (14336, 4096), (4096, 14336))
     for repeat in range(2):
         for name, put_in_place in variants.items():
             put_in_place()
