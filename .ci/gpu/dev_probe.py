@@ -1323,9 +1323,10 @@ if "early2" in parts:
 if "tiledgrid" in parts:
     # batch_config's launches at other blocks, stages and prefetch depths, released early and held to the programs an
     # SM their grid needs: 28672x4096 bare (448 programs of 64 columns, which fit 3 an SM: 1.13 waves, released at
-    # exit; behind cuBLAS at M = 4 / 8 in the report at 54e1456) at 128-wide blocks (224 programs, 2 an SM) or 2
-    # stages (4 fit an SM); 4096x4096 (M = 8 1.152x its M = 1 time there) at 32-wide blocks (512 programs, 4 an SM)
-    # or 256-deep ones at 2 stages; 1024x4096 (1.45x) at 256-deep 16-wide tiles; two prefetched tiles. Error against
+    # exit; behind cuBLAS at M = 4 / 8 in the report at 54e1456) at 128-wide blocks (224 programs, 2 an SM) or held
+    # to 4 an SM at 3 or 2 stages; 4096x4096 (M = 8 1.152x its M = 1 time there) at 32-wide blocks (512 programs, 4 an
+    # SM), 4 stages, or 256-deep tiles at 2 stages; 1024x4096 (1.45x) at 256-deep 16-wide tiles; two prefetched tiles
+    # (every tiled launch released early). Error against
     # float64 (with a residual), GEMV rows at M = 4 / 8 beside cuBLAS, the batch sweep where the variant reaches the
     # engine's launches; alternated twice.
     from flashcore import _pdl
@@ -1344,9 +1345,14 @@ if "tiledgrid" in parts:
         return lambda: (setattr(gemv_module, "tiled_early_launch", tiled_early_launch),
                         setattr(_pdl, "PREFETCH_TILES", tiles))
 
+    # Shared memory a program of these asks for, compiled for sm_90 with the launch's specialisations: 40 KB at 64x128
+    # tiles and 3 stages (5 fit an SM), 61 KB at 4 stages, 74 KB at 128x128 and 3 stages, 24 KB at 16x128 and 4
+    # stages; held to 4 an SM, each asks for 45.7 KB.
     variants = {"base": launched({}), "gu128": launched({(28672, 4096): (128, 128, 1, 3)}),
+                "gu4sm": launched({(28672, 4096): (64, 128, 1, 3)}),
                 "gu64s2": launched({(28672, 4096): (64, 128, 1, 2)}),
-                "o32": launched({(4096, 4096): (32, 128, 4, 3)}), "o64k256": launched({(4096, 4096): (64, 256, 4, 2)}),
+                "o32": launched({(4096, 4096): (32, 128, 4, 3)}), "o64s4": launched({(4096, 4096): (64, 128, 4, 4)}),
+                "o64k256": launched({(4096, 4096): (64, 256, 4, 2)}),
                 "kv16k256": launched({(1024, 4096): (16, 256, 4, 3)}), "pf2": launched({}, tiles=2)}
     checks = results["tiledgrid_error"] = []
     for name, put_in_place in variants.items():
@@ -1372,7 +1378,7 @@ if "tiledgrid" in parts:
                 log(f"tiledgrid gemv {name:8s} {r['shape']:>11s} M={r['M']}: {r['flashcore_us']:6.2f} us "
                     f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:6.2f}")
             save()
-    engine_variants = {name: variants[name] for name in ("base", "o32", "o64k256", "pf2")}
+    engine_variants = {name: variants[name] for name in ("base", "o32", "o64s4", "o64k256", "pf2")}
     batch_sweep_alternated("tiledgrid", engine_variants, (4, 8, 16, 32))
     launched({})()
 
