@@ -1292,16 +1292,18 @@ if "tiledearly" in parts:
 if "early2" in parts:
     # Every one-wave kernel of the batch-2 step released early and held (_pdl.EARLY_MAX_BATCH 2: the 2-row
     # persistent GEMVs, decode attention, the tiled O and down launches), and the tiled launches that release early
-    # asking L2 for their first weight tile at their wait (gemv.TILED_PREFETCH), against neither: bits of GEMV
-    # launches at 2 / 4 / 8 rows, then GEMV rows at 1 / 2 / 8 rows and the batch sweep, alternated twice.
+    # asking L2 for their first weight tile at their wait (gemv.TILED_PREFETCH_MAX_ROWS; run64 ran it as an on/off
+    # switch, at 0732d86), against neither: bits of GEMV launches at 2 / 4 / 8 rows, then GEMV rows at 1 / 2 / 8
+    # rows and the batch sweep, alternated twice.
     from flashcore import _pdl
     import flashcore.ops.gemv as gemv_module
-    defaults = _pdl.EARLY_MAX_BATCH, gemv_module.TILED_PREFETCH
+    defaults = _pdl.EARLY_MAX_BATCH, gemv_module.TILED_PREFETCH_MAX_ROWS
 
-    def early2(max_batch, prefetch):
-        return lambda: (setattr(_pdl, "EARLY_MAX_BATCH", max_batch), setattr(gemv_module, "TILED_PREFETCH", prefetch))
+    def early2(max_batch, prefetch_rows):
+        return lambda: (setattr(_pdl, "EARLY_MAX_BATCH", max_batch),
+                        setattr(gemv_module, "TILED_PREFETCH_MAX_ROWS", prefetch_rows))
 
-    variants = {"base": early2(1, False), "b2": early2(2, False), "pf": early2(1, True), "b2pf": early2(2, True)}
+    variants = {"base": early2(1, 0), "b2": early2(2, 0), "pf": early2(1, 32), "b2pf": early2(2, 32)}
     same = []
     for n, k in ((4096, 4096), (6144, 4096), (4096, 14336), (14336, 4096)):
         for rows in (2, 4, 8):
@@ -1326,9 +1328,8 @@ if "tiledgrid" in parts:
     # exit; behind cuBLAS at M = 4 / 8 in the report at 54e1456) at 128-wide blocks (224 programs, 2 an SM) or held
     # to 4 an SM at 3 or 2 stages; 4096x4096 (M = 8 1.152x its M = 1 time there) at 32-wide blocks (512 programs, 4 an
     # SM), 4 stages, or 256-deep tiles at 2 stages; 1024x4096 (1.45x) at 256-deep 16-wide tiles; two prefetched tiles
-    # (every tiled launch released early). Error against
-    # float64 (with a residual), GEMV rows at M = 4 / 8 beside cuBLAS, the batch sweep where the variant reaches the
-    # engine's launches; alternated twice.
+    # (every tiled launch released early). Error against float64 (with a residual), GEMV rows at M = 4 / 8 beside
+    # cuBLAS, the batch sweep where the variant reaches the engine's launches; alternated twice.
     from flashcore import _pdl
     import flashcore.ops.gemv as gemv_module
     original, default_tiles = gemv_module.tiled_early_launch, _pdl.PREFETCH_TILES
