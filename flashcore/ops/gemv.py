@@ -382,8 +382,8 @@ def _launch_row(args, m_pad, block_n, programs_per_sm, stages, num_warps):
     n, k, device = args["N"], args["K"], args["X"].device
     tiles = triton.cdiv(n, block_n)
     programs = min(tiles, programs_per_sm * sm_count(device))
-    _launch_persistent(
-        _gemv_row_kernel, programs, programs_per_sm, args["M"] <= _pdl.EARLY_MAX_BATCH,
+    _launch_held(
+        _gemv_row_kernel, (programs,), device, programs_per_sm, args["M"] <= _pdl.EARLY_MAX_BATCH, True,
         args["X"], args["W"], args["Out"], args["NormWeight"], args["Residual"],
         args["M"], n, k, args["stride_xm"], args["stride_xk"], args["stride_wn"], args["stride_om"],
         args["stride_rm"], args["eps"],
@@ -398,34 +398,27 @@ def _launch_chunked_row(args, block_n, block_k, programs_per_sm, stages, num_war
     n, k, device = args["N"], args["K"], args["X"].device
     tiles = triton.cdiv(n, block_n)
     programs = triton.cdiv(tiles, triton.cdiv(tiles, programs_per_sm * sm_count(device)))
-    _launch_persistent(
-        _gemv_chunked_row_kernel, programs, programs_per_sm, args["M"] <= _pdl.EARLY_MAX_BATCH,
+    _launch_held(
+        _gemv_chunked_row_kernel, (programs,), device, programs_per_sm, args["M"] <= _pdl.EARLY_MAX_BATCH, True,
         args["X"], args["W"], args["Out"], args["Residual"], n, k, args["stride_xk"], args["stride_wn"],
         BLOCK_N=block_n, BLOCK_K=block_k, CHUNKS=triton.cdiv(k, block_k), EPILOGUE=args["EPILOGUE"], STAGES=stages,
         num_warps=num_warps)
 
 
-
 def _launch_tiled_early(args, config, programs_per_sm):
     """_gemv_kernel at a fixed config, releasing the next kernel right after its wait and held to programs_per_sm
     (TILED_RELEASE_EARLY), asking L2 for its first weight tiles at its wait up to TILED_PREFETCH_MAX_ROWS rows."""
-    x = args["X"]
-    pdl = _pdl.launch_arguments(x.device, early=True)
     grid = (triton.cdiv(args["N"], config.kwargs["BLOCK_N"]), config.kwargs["SPLIT_K"])
-    prefetch = _pdl.PREFETCH_TILES if args["M"] <= TILED_PREFETCH_MAX_ROWS and pdl["USE_PDL"] == 2 else 0
-    compiled = _gemv_kernel[grid](**args, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages,
-                                  PROGRAMS_PER_SM=programs_per_sm, PREFETCH_TILES=prefetch, **pdl)
-    if pdl["USE_PDL"] == 2:
-        _pdl.hold(compiled, x.device, programs_per_sm)
+    _launch_held(_gemv_kernel, grid, args["X"].device, programs_per_sm, True, args["M"] <= TILED_PREFETCH_MAX_ROWS,
+                 **args, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
 
 
-def _launch_persistent(kernel, programs, programs_per_sm, early, x, *args, **constexprs):
-    """A persistent GEMV kernel on `programs` programs, programs_per_sm an SM, with PDL: where `early` (up to
-    _pdl.EARLY_MAX_BATCH rows) it releases the next kernel early (flashcore._pdl), asks L2 for its first weight
-    tiles at its wait, and is held to programs_per_sm."""
-    pdl = _pdl.launch_arguments(x.device, early=early)
-    prefetch = _pdl.PREFETCH_TILES if pdl["USE_PDL"] == 2 else 0
-    compiled = kernel[(programs,)](x, *args, PROGRAMS_PER_SM=programs_per_sm, PREFETCH_TILES=prefetch, **constexprs,
-                                   **pdl)
+def _launch_held(kernel, grid, device, programs_per_sm, early, prefetch, *args, **kwargs):
+    """A GEMV kernel whose grid fits programs_per_sm an SM, with PDL: where `early` it releases the next kernel
+    early (flashcore._pdl), asks L2 for its first weight tiles at its wait where `prefetch`, and is held to
+    programs_per_sm."""
+    pdl = _pdl.launch_arguments(device, early=early)
+    tiles = _pdl.PREFETCH_TILES if prefetch and pdl["USE_PDL"] == 2 else 0
+    compiled = kernel[grid](*args, PROGRAMS_PER_SM=programs_per_sm, PREFETCH_TILES=tiles, **kwargs, **pdl)
     if pdl["USE_PDL"] == 2:
-        _pdl.hold(compiled, x.device, programs_per_sm)
+        _pdl.hold(compiled, device, programs_per_sm)
