@@ -243,6 +243,26 @@ def chain_and_gemv_alternated(label, variants, rows_m=(1, 8), repeats=2):
             save()
 
 
+def gemv_bitwise(label, variants, shapes, row_counts):
+    """Plain, residual and SiLU·mul GEMV launches of each [N, K] shape at each row count under each variant (name ->
+    a function that puts it in place), against the first variant's bits: the count of shapes the same goes to
+    results[f"{label}_bitwise"]. The caller restores its defaults afterwards."""
+    same = []
+    for n, k in shapes:
+        for rows in row_counts:
+            x = torch.randn(rows, k, device="cuda", dtype=torch.float16)
+            w = torch.randn(2 * n, k, device="cuda", dtype=torch.float16) * 0.02
+            residual = torch.randn(rows, n, device="cuda", dtype=torch.float16)
+            outputs = []
+            for put_in_place in variants.values():
+                put_in_place()
+                outputs.append([gemv(x, w[:n]), gemv(x, w[:n], residual=residual), gemv(x, w, activation="silu_mul")])
+                torch.cuda.synchronize()
+            same.append(all(torch.equal(a, b) for other in outputs[1:] for a, b in zip(outputs[0], other)))
+    results[f"{label}_bitwise"] = f"{sum(same)}/{len(same)}"
+    log(f"{label} {sum(same)}/{len(same)} shapes bitwise the same under every variant")
+
+
 def decode_attention_alternated(label, variants, cases):
     """Decode attention (fp16, 32 query / 8 KV heads, D = 128) at each (batch, cache length) under each variant (name
     -> a function that puts it in place): in graphs over rotated caches with a fixed workspace and split count, then
@@ -1270,21 +1290,9 @@ if "tiledearly" in parts:
     def tiled_early(on):
         return module_setting(gemv_module, "TILED_RELEASE_EARLY", on)
 
-    same = []
-    for n, k in ((4096, 4096), (6144, 4096), (1024, 4096), (4096, 14336), (14336, 4096)):
-        for rows in (2, 4, 8, 16):
-            x = torch.randn(rows, k, device="cuda", dtype=torch.float16)
-            w = torch.randn(2 * n, k, device="cuda", dtype=torch.float16) * 0.02
-            residual = torch.randn(rows, n, device="cuda", dtype=torch.float16)
-            outputs = []
-            for on in (False, True):
-                tiled_early(on)()
-                outputs.append([gemv(x, w[:n]), gemv(x, w[:n], residual=residual), gemv(x, w, activation="silu_mul")])
-                torch.cuda.synchronize()
-            same.append(all(torch.equal(a, b) for a, b in zip(*outputs)))
-    results["tiledearly_bitwise"] = f"{sum(same)}/{len(same)}"
-    log(f"tiledearly {sum(same)}/{len(same)} shapes bitwise the same released early and at exit")
     variants = {"exit": tiled_early(False), "early": tiled_early(True)}
+    gemv_bitwise("tiledearly", variants, ((4096, 4096), (6144, 4096), (1024, 4096), (4096, 14336), (14336, 4096)),
+                 (2, 4, 8, 16))
     chain_and_gemv_alternated("tiledearly", variants, rows_m=(2, 4, 8))
     batch_sweep_alternated("tiledearly", variants, (1, 2, 4, 8, 16, 32))
     tiled_early(default)()
@@ -1304,20 +1312,7 @@ if "early2" in parts:
                         setattr(gemv_module, "TILED_PREFETCH_MAX_ROWS", prefetch_rows))
 
     variants = {"base": early2(1, 0), "b2": early2(2, 0), "pf": early2(1, 32), "b2pf": early2(2, 32)}
-    same = []
-    for n, k in ((4096, 4096), (6144, 4096), (4096, 14336), (14336, 4096)):
-        for rows in (2, 4, 8):
-            x = torch.randn(rows, k, device="cuda", dtype=torch.float16)
-            w = torch.randn(2 * n, k, device="cuda", dtype=torch.float16) * 0.02
-            residual = torch.randn(rows, n, device="cuda", dtype=torch.float16)
-            outputs = []
-            for put_in_place in variants.values():
-                put_in_place()
-                outputs.append([gemv(x, w[:n]), gemv(x, w[:n], residual=residual), gemv(x, w, activation="silu_mul")])
-                torch.cuda.synchronize()
-            same.append(all(torch.equal(a, b) for other in outputs[1:] for a, b in zip(outputs[0], other)))
-    results["early2_bitwise"] = f"{sum(same)}/{len(same)}"
-    log(f"early2 {sum(same)}/{len(same)} shapes bitwise the same under every variant")
+    gemv_bitwise("early2", variants, ((4096, 4096), (6144, 4096), (4096, 14336), (14336, 4096)), (2, 4, 8))
     chain_and_gemv_alternated("early2", variants, rows_m=(1, 2, 8))
     batch_sweep_alternated("early2", variants, (1, 2, 4, 8, 16, 32))
     early2(*defaults)()
