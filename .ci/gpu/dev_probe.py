@@ -1317,6 +1317,33 @@ if "early2" in parts:
     batch_sweep_alternated("early2", variants, (1, 2, 4, 8, 16, 32))
     early2(*defaults)()
 
+def tiled_launches(overrides, tiles=None):
+    """A variant for the *_alternated helpers: batch_config's tiled launches of 3+ 16-bit rows without a norm,
+    released early, at other settings, (N, K) -> (BLOCK_N, BLOCK_K, SPLIT_K, stages), each held to the programs an
+    SM its grid needs; `tiles`: _pdl.PREFETCH_TILES (None: the shipped one). Every other launch is the shipped one."""
+    from flashcore import _pdl
+    import flashcore.ops.gemv as gemv_module
+
+    def tiled_early_launch(rows, n, k, sixteen_bit, has_norm, sms):
+        if (n, k) in overrides and rows >= 3 and sixteen_bit and not has_norm:
+            block_n, block_k, split_k, stages = overrides[(n, k)]
+            config = triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split_k}, num_warps=4,
+                                   num_stages=stages)
+            return config, triton.cdiv(triton.cdiv(n, block_n) * split_k, sms)
+        return SHIPPED_TILED_EARLY_LAUNCH(rows, n, k, sixteen_bit, has_norm, sms)
+    return lambda: (setattr(gemv_module, "tiled_early_launch", tiled_early_launch),
+                    setattr(_pdl, "PREFETCH_TILES", SHIPPED_PREFETCH_TILES if tiles is None else tiles))
+
+
+def _shipped_tiled_settings():
+    from flashcore import _pdl
+    import flashcore.ops.gemv as gemv_module
+    return gemv_module.tiled_early_launch, _pdl.PREFETCH_TILES
+
+
+SHIPPED_TILED_EARLY_LAUNCH, SHIPPED_PREFETCH_TILES = _shipped_tiled_settings()  # what tiled_launches replaces
+
+
 if "tiledgrid" in parts:
     # batch_config's launches at other blocks, stages and prefetch depths, released early and held to the programs an
     # SM their grid needs: 28672x4096 bare (448 programs of 64 columns, which fit 3 an SM: 1.13 waves, released at
@@ -1325,31 +1352,16 @@ if "tiledgrid" in parts:
     # SM), 4 stages, or 256-deep tiles at 2 stages; 1024x4096 (1.45x) at 256-deep 16-wide tiles; two prefetched tiles
     # (every tiled launch released early). Error against float64 (with a residual), GEMV rows at M = 4 / 8 beside
     # cuBLAS, the batch sweep where the variant reaches the engine's launches; alternated twice.
-    from flashcore import _pdl
-    import flashcore.ops.gemv as gemv_module
-    original, default_tiles = gemv_module.tiled_early_launch, _pdl.PREFETCH_TILES
-
-    def launched(overrides, tiles=default_tiles):
-        """A variant: (N, K) -> (BLOCK_N, BLOCK_K, SPLIT_K, stages) for launches of 3+ rows, released early."""
-        def tiled_early_launch(rows, n, k, sixteen_bit, has_norm, sms):
-            if (n, k) in overrides and rows >= 3 and sixteen_bit and not has_norm:
-                block_n, block_k, split_k, stages = overrides[(n, k)]
-                config = triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split_k}, num_warps=4,
-                                       num_stages=stages)
-                return config, triton.cdiv(triton.cdiv(n, block_n) * split_k, sms)
-            return original(rows, n, k, sixteen_bit, has_norm, sms)
-        return lambda: (setattr(gemv_module, "tiled_early_launch", tiled_early_launch),
-                        setattr(_pdl, "PREFETCH_TILES", tiles))
-
     # Shared memory a program of these asks for (.ci/gpu/sm90_tiled_shared.py, which counts registers too): 40 KB at
     # 64x128 tiles and 3 stages (5 fit an SM), 61 KB at 4 stages (3), 74 KB at 128x128 and 3 stages (3), 24 KB at
     # 16x128 and 4 stages (9); held to 4 an SM, each asks for 45.7 KB.
-    variants = {"base": launched({}), "gu128": launched({(28672, 4096): (128, 128, 1, 3)}),
-                "gu4sm": launched({(28672, 4096): (64, 128, 1, 3)}),
-                "gu64s2": launched({(28672, 4096): (64, 128, 1, 2)}),
-                "o32": launched({(4096, 4096): (32, 128, 4, 3)}), "o64s4": launched({(4096, 4096): (64, 128, 4, 4)}),
-                "o64k256": launched({(4096, 4096): (64, 256, 4, 2)}),
-                "kv16k256": launched({(1024, 4096): (16, 256, 4, 3)}), "pf2": launched({}, tiles=2)}
+    variants = {"base": tiled_launches({}), "gu128": tiled_launches({(28672, 4096): (128, 128, 1, 3)}),
+                "gu4sm": tiled_launches({(28672, 4096): (64, 128, 1, 3)}),
+                "gu64s2": tiled_launches({(28672, 4096): (64, 128, 1, 2)}),
+                "o32": tiled_launches({(4096, 4096): (32, 128, 4, 3)}),
+                "o64s4": tiled_launches({(4096, 4096): (64, 128, 4, 4)}),
+                "o64k256": tiled_launches({(4096, 4096): (64, 256, 4, 2)}),
+                "kv16k256": tiled_launches({(1024, 4096): (16, 256, 4, 3)}), "pf2": tiled_launches({}, tiles=2)}
     checks = results["tiledgrid_error"] = []
     for name, put_in_place in variants.items():
         put_in_place()
@@ -1376,7 +1388,42 @@ if "tiledgrid" in parts:
             save()
     engine_variants = {name: variants[name] for name in ("base", "o32", "o64s4", "o64k256", "pf2")}
     batch_sweep_alternated("tiledgrid", engine_variants, (4, 8, 16, 32))
-    launched({})()
+    tiled_launches({})()
+
+if "splitk" in parts:
+    # The M = 8 / M = 1 misses (4096x4096 1.172x, 6144x4096 1.161x at 7137894): the tiled launch splits K in 4 (2),
+    # and the last slice of each column block to arrive reads the others' partials back from L2 and sums them, a
+    # serial tail the one-row kernel (all of K a program) does not have. K unsplit at 16-wide blocks (256 / 384
+    # programs, 2 / 3 an SM) with 256- or 512-deep tiles, or split in 2; the shipped launch beside them. Error
+    # against float64 with a residual, then GEMV rows at M = 4 / 8 beside cuBLAS, alternated twice.
+    variants = {"base": tiled_launches({})}
+    for name, setting in (("n16k256s4", (16, 256, 1, 4)), ("n16k512s3", (16, 512, 1, 3)),
+                          ("n16k128s6", (16, 128, 1, 6)), ("n32k256split2", (32, 256, 2, 3))):
+        variants[name] = tiled_launches({(4096, 4096): setting, (6144, 4096): setting})
+    checks = results["splitk_error"] = []
+    for name, put_in_place in variants.items():
+        put_in_place()
+        for n, k in ((4096, 4096), (6144, 4096)):
+            x = torch.randn(8, k, device="cuda", dtype=torch.float16)
+            w = torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02
+            r = torch.randn(8, n, device="cuda", dtype=torch.float16)
+            ref = r.double() + x.double() @ w.double().T
+            err = (gemv(x, w, residual=r).double() - ref).abs().max().item()
+            torch_err = ((r + F.linear(x, w)).double() - ref).abs().max().item()
+            checks.append(dict(variant=name, shape=f"{n}x{k}", err=err, torch_err=torch_err,
+                               ok=within_rule(err, torch_err)))
+    log(f"splitk {sum(c['ok'] for c in checks)}/{len(checks)} residual launches within 2x F.linear's error")
+    save()
+    gemvs = results["splitk_gemv"] = []
+    for repeat in range(2):
+        for name, put_in_place in variants.items():
+            put_in_place()
+            for r in kernel_bench.gemv_rows(bw, shapes=((4096, 4096), (6144, 4096)), rows_m=(1, 8)):
+                gemvs.append(dict(r, variant=name, repeat=repeat))
+                log(f"splitk {name:14s} {r['shape']:>10s} M={r['M']}: {r['flashcore_us']:6.2f} us "
+                    f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:6.2f}")
+            save()
+    tiled_launches({})()
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside
