@@ -121,6 +121,9 @@ PREFILL_OVER_SDPA_FLASH = 1.3     # at 4K and 16K, head_dim 128
 GEMV_BANDWIDTH = {"28672x4096": 0.9, "4096x14336": 0.9, "128256x4096": 0.9, "4096x4096": 0.8, "6144x4096": 0.8}
 PROJECTION_CHAIN_OVER_FLOOR = 1.10
 GEMV_M8_OVER_M1 = 1.15            # the weights are read once, whatever the batch
+# The GEMV issue asks for 1024x4096 (k or v alone) only "if k/v stay separate". The engine merges Q, K and V into
+# one 6144x4096 launch, so that shape is timed for reference, shown in the headline, and judged by no target.
+GEMV_REFERENCE_SHAPES = ("1024x4096",)
 # A miss prints one digit more than its target, so that a value just past the target does not read as the target.
 
 
@@ -197,7 +200,7 @@ def _attention_misses(results):
 
 
 def _gemv_misses(results):
-    rows = results.get("gemv", [])
+    rows = [r for r in results.get("gemv", []) if r["shape"] not in GEMV_REFERENCE_SHAPES]
     missed = [f"GEMV {r['shape']} at M=1: {r['bandwidth_fraction']:.1%} of copy bandwidth "
               f"(target {GEMV_BANDWIDTH[r['shape']]:.0%})"
               for r in rows if r["M"] == 1 and r["bandwidth_fraction"] < GEMV_BANDWIDTH.get(r["shape"], 0)]
@@ -213,6 +216,20 @@ def _gemv_misses(results):
         missed.append(f"projection chain: {chain['flashcore_ms'] / chain['floor_ms']:.3f}x its floor "
                       f"(target {PROJECTION_CHAIN_OVER_FLOOR}x)")
     return missed
+
+
+def _gemv_reference_lines(results):
+    """The reference shapes' GEMV rows (GEMV_REFERENCE_SHAPES), which no target judges: M=8 against M=1 and cuBLAS."""
+    lines = []
+    for shape in GEMV_REFERENCE_SHAPES:
+        rows = {r["M"]: r for r in results.get("gemv", []) if r["shape"] == shape}
+        if 1 in rows and 8 in rows:
+            one, eight = rows[1], rows[8]
+            lines.append(f"GEMV {shape}, timed for reference (the engine runs k and v merged into QKV): M=1 "
+                         f"{one['flashcore_us']:.2f} us (cuBLAS {one['cublas_us']:.2f}), M=8 "
+                         f"{eight['flashcore_us']:.2f} us, {eight['flashcore_us'] / one['flashcore_us']:.2f}x M=1's "
+                         f"(cuBLAS {eight['cublas_us']:.2f})")
+    return lines
 
 
 def _engine_lines(results):
@@ -250,6 +267,7 @@ def _engine_lines(results):
         lines.append("time to first token, engine against HF generate() with SDPA: " + ", ".join(
             f"{length:,}: {paths['flashcore-engine']:.1f} ms against {paths['hf-sdpa']:.1f}"
             for length, paths in sorted(compared.items())))
+    lines += _gemv_reference_lines(results)
     kv = results.get("kv_cache_bytes")
     if kv:
         lines.append(f"KV cache of one {kv.get('cache_len', '')}-token sequence: {kv['gqa'] / 2**20:.0f} MiB with GQA, "

@@ -129,6 +129,17 @@ def test_a_miss_just_past_its_target_does_not_read_as_the_target():
         "GEMV 4096x4096 at M=8: 11.45 us, 1.152x its M=1 time (target 1.15x)"]
 
 
+def test_a_reference_gemv_shape_is_shown_but_judged_by_no_target():
+    """1024x4096 (k or v alone) is timed for reference only: the engine runs k and v merged into QKV."""
+    rows = [{"shape": shape, "M": m, "flashcore_us": us, "cublas_us": cublas, "bandwidth_fraction": 0.5}
+            for shape in ("1024x4096", "4096x4096") for m, us, cublas in ((1, 3.82, 7.84), (8, 5.63, 7.91))]
+    summary = summaries.decode_sweep({**_sweep(5.5), "gemv": rows}, check_targets=True)
+    assert summary["missed"] == ["GEMV 4096x4096 at M=1: 50.0% of copy bandwidth (target 80%)",
+                                 "GEMV 4096x4096 at M=8: 5.63 us, 1.474x its M=1 time (target 1.15x)"]
+    assert "GEMV 1024x4096, timed for reference (the engine runs k and v merged into QKV): M=1 3.82 us (cuBLAS " \
+        "7.84), M=8 5.63 us, 1.47x M=1's (cuBLAS 7.91)" in summary["headline"]
+
+
 def test_hf_compile_puts_the_comparison_first_and_misses_a_recompile():
     rows = [{"path": "hf-compile-sdpa", "cache_len": 2048, "compile_s": 30.0, "ms_per_token": 9.0,
              "recompiles_new_shapes": 0},
