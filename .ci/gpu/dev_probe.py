@@ -1317,6 +1317,18 @@ if "early2" in parts:
     batch_sweep_alternated("early2", variants, (1, 2, 4, 8, 16, 32))
     early2(*defaults)()
 
+def residual_error(n, k, m, **labels):
+    """One GEMV with a residual (y = r + x W^T) on random fp16 inputs against float64, beside F.linear's own error:
+    a row for the results, `ok` by flashcore's ratio rule."""
+    x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+    w = torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02
+    r = torch.randn(m, n, device="cuda", dtype=torch.float16)
+    ref = r.double() + x.double() @ w.double().T
+    err = (gemv(x, w, residual=r).double() - ref).abs().max().item()
+    torch_err = ((r + F.linear(x, w)).double() - ref).abs().max().item()
+    return dict(labels, shape=f"{n}x{k}", M=m, err=err, torch_err=torch_err, ok=within_rule(err, torch_err))
+
+
 def tiled_launches(overrides, tiles=None):
     """A variant for the *_alternated helpers: batch_config's tiled launches of 3+ 16-bit rows without a norm,
     released early, at other settings, (N, K) -> (BLOCK_N, BLOCK_K, SPLIT_K, stages), each held to the programs an
@@ -1365,16 +1377,8 @@ if "tiledgrid" in parts:
     checks = results["tiledgrid_error"] = []
     for name, put_in_place in variants.items():
         put_in_place()
-        for n, k in ((28672, 4096), (4096, 4096), (1024, 4096)):
-            for m in (4, 8):
-                x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-                w = torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02
-                r = torch.randn(m, n, device="cuda", dtype=torch.float16)
-                ref = r.double() + x.double() @ w.double().T
-                err = (gemv(x, w, residual=r).double() - ref).abs().max().item()
-                torch_err = ((r + F.linear(x, w)).double() - ref).abs().max().item()
-                checks.append(dict(variant=name, shape=f"{n}x{k}", M=m, err=err, torch_err=torch_err,
-                                   ok=within_rule(err, torch_err)))
+        checks += [residual_error(n, k, m, variant=name)
+                   for n, k in ((28672, 4096), (4096, 4096), (1024, 4096)) for m in (4, 8)]
     log(f"tiledgrid {sum(c['ok'] for c in checks)}/{len(checks)} residual launches within 2x F.linear's error")
     gemvs = results["tiledgrid_gemv"] = []
     shapes = ((4096, 4096), (28672, 4096), (1024, 4096), (6144, 4096), (14336, 4096), (4096, 14336))
@@ -1403,15 +1407,7 @@ if "splitk" in parts:
     checks = results["splitk_error"] = []
     for name, put_in_place in variants.items():
         put_in_place()
-        for n, k in ((4096, 4096), (6144, 4096)):
-            x = torch.randn(8, k, device="cuda", dtype=torch.float16)
-            w = torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02
-            r = torch.randn(8, n, device="cuda", dtype=torch.float16)
-            ref = r.double() + x.double() @ w.double().T
-            err = (gemv(x, w, residual=r).double() - ref).abs().max().item()
-            torch_err = ((r + F.linear(x, w)).double() - ref).abs().max().item()
-            checks.append(dict(variant=name, shape=f"{n}x{k}", err=err, torch_err=torch_err,
-                               ok=within_rule(err, torch_err)))
+        checks += [residual_error(n, k, 8, variant=name) for n, k in ((4096, 4096), (6144, 4096))]
     log(f"splitk {sum(c['ok'] for c in checks)}/{len(checks)} residual launches within 2x F.linear's error")
     save()
     gemvs = results["splitk_gemv"] = []
