@@ -64,6 +64,8 @@ import torch.nn.functional as F
 import triton
 
 import flashcore  # noqa: F401
+import flashcore.ops.gemv as gemv_module
+from flashcore import _pdl
 from flashcore.decode import decode_attention
 from flashcore.ops.gemv import gemv
 from flashcore.testing import within_rule
@@ -448,7 +450,6 @@ if "plan" in parts:
 if "gemv_m" in parts:
     # batch 2-8 GEMV: every config the autotuner may pick, timed in graphs over rotated weights, against its pick
     # and cuBLAS (the data for a fixed rule like streaming_config's; the autotuner's picks vary between runs)
-    import flashcore.ops.gemv as gemv_module
     from integration.timing import rotation_count, time_graph_ms
     sweep = []
     for n, k in ((4096, 4096), (1024, 4096), (6144, 4096), (4096, 14336), (28672, 4096), (14336, 4096)):
@@ -648,7 +649,6 @@ def row_kernel_grid(label, shapes, row_counts, settings_for, repeats):
     launch, the persistent row kernel at each of settings_for(rows) ((BLOCK_N, programs an SM, stages, warps) that
     fit the shared memory) and, bare, cuBLAS: graphs over rotated weights, in turns. The caller sets PERSISTENT_ROWS
     and ROWS_MAX and restores them with ROWS_LAUNCH."""
-    import flashcore.ops.gemv as gemv_module
     from integration.timing import rotation_count, time_graphs_side_by_side_ms
     smem_limit = 220 * 1024
     grid = []
@@ -753,7 +753,6 @@ if "row" in parts:
     # The persistent one-row GEMV (gemv._gemv_row_kernel: x read and normalised once per program, column tiles in
     # a grid-stride loop) against streaming_config's tiled launch: error, the engine's K = 4096 projections over
     # a small grid (tile rows, programs per SM), then the engine at 512 and 2048 with the module's setting, A/B
-    import flashcore.ops.gemv as gemv_module
     from integration.timing import rotation_count, time_graph_ms
     defaults = gemv_module.ROW_BLOCK_N, gemv_module.ROW_PROGRAMS_PER_SM, gemv_module.ROW_STAGES
     persistent_default = gemv_module.PERSISTENT_ROW
@@ -805,7 +804,6 @@ if "stages" in parts:
     # 2-8, for the launches with an RMSNorm prologue and for bare ones (PERSISTENT_ROW_PLAIN), beside the tiled
     # launch and cuBLAS, in turns; then the engine with the best norm-launch setting (and bare launches through the
     # row kernel too, where that setting beat the tiled O launch) against the defaults, alternated twice
-    import flashcore.ops.gemv as gemv_module
     from integration.timing import rotation_count, time_graphs_side_by_side_ms
     defaults = gemv_module.ROW_BLOCK_N, gemv_module.ROW_PROGRAMS_PER_SM, gemv_module.ROW_STAGES
     smem_limit = 220 * 1024
@@ -879,7 +877,6 @@ if "residual" in parts:
     # The row kernel's residual read one tile ahead, and one-row launches without a prologue through it
     # (PERSISTENT_ROW_PLAIN): run36 had bare launches faster through it but the engine, whose O launch adds the
     # residual, slower. Error with it on; O with and without its residual, tiled and row, in turns; the engine A/B
-    import flashcore.ops.gemv as gemv_module
     from integration.timing import rotation_count, time_graphs_side_by_side_ms
     gemv_module.PERSISTENT_ROW_PLAIN = True
     checks = fused_gemv_checks((1,))
@@ -912,7 +909,6 @@ if "residual" in parts:
 if "prenorm" in parts:
     # NORM_BEFORE_BATCH (ops.rms_norm, then the plain batch_config launch) against the autotuned RMSNorm prologue
     # at 2-16 rows: error, the engine's norm launches in turns, then the engine's batch sweep alternated twice
-    import flashcore.ops.gemv as gemv_module
     from integration.timing import rotation_count, time_graphs_side_by_side_ms
     norm_before_batch = gemv_module.NORM_BEFORE_BATCH
     gemv_module.NORM_BEFORE_BATCH = True
@@ -977,7 +973,6 @@ if "rows" in parts:
     # 2-8 rows through the persistent row kernel (PERSISTENT_ROWS) against batch_config's tensor-core launch (norms
     # first, NORM_BEFORE_BATCH) and cuBLAS: error, a grid of (tile rows, programs an SM, warps) per row count over the
     # engine's shapes, in turns; then the engine's batch sweep with each row count's best setting, alternated twice
-    import flashcore.ops.gemv as gemv_module
     defaults = gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_MAX, dict(gemv_module.ROWS_LAUNCH)
     gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_MAX = True, 8
     checks = fused_gemv_checks((2, 3, 4, 8))
@@ -1011,7 +1006,6 @@ if "rows2" in parts:
     # Two rows shape by shape: every bare GEMV of notebook 04's table with K up to 4096 and the engine's fused
     # launches, the row kernel at its setting and two neighbours against batch_config's launch and cuBLAS (at
     # acff090 the bare wide shapes ran slower through the row kernel than batch_config had)
-    import flashcore.ops.gemv as gemv_module
     defaults = gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_MAX, dict(gemv_module.ROWS_LAUNCH)
     gemv_module.PERSISTENT_ROWS, gemv_module.ROWS_MAX = True, 2
     shapes = {f"{n}x{k} bare": (n, k, {}) for n, k in ((1024, 4096), (4096, 4096), (6144, 4096), (14336, 4096),
@@ -1029,7 +1023,6 @@ if "bstages" in parts:
     # blocks, splits and warps at Triton's default 3 stages), 128-256-wide K blocks, 16-128-wide column blocks and
     # the splits of K the kernel allows, with cuBLAS beside; graphs over rotated weights, in turns (at acff090
     # 6144x4096 and 28672x4096 ran 1.5-3.5% behind cuBLAS at M = 4 and 8, and 1024x4096 at M = 8 1.46x its M = 1)
-    import flashcore.ops.gemv as gemv_module
     from integration.timing import rotation_count, time_graphs_side_by_side_ms
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     grid = results["bstages_grid"] = []
@@ -1064,7 +1057,6 @@ if "rows2_engine" in parts:
     # The engine's batch-2 step under row_launch's run41 dispatch (wide weights and residuals to batch_config)
     # against acff090's (every two-row launch with K up to 4096 through the row kernel), alternated twice; then
     # notebook 04's GEMV rows at M = 2 under the new dispatch
-    import flashcore.ops.gemv as gemv_module
     new_dispatch = gemv_module.row_launch
 
     def acff090_dispatch(rows, weight_rows, k, sixteen_bit, has_norm, has_residual):
@@ -1083,7 +1075,6 @@ if "chunked" in parts:
     # The persistent chunked row kernel (PERSISTENT_ROW_CHUNKED: one row, K in chunks, (tile, chunk) pairs in one
     # pipelined loop) on the down projection against streaming_config's tiled launch: error, a small grid of
     # (BLOCK_N, BLOCK_K, programs an SM, stages) bare and with its residual in place, cuBLAS beside; then the engine A/B
-    import flashcore.ops.gemv as gemv_module
     from integration.timing import rotation_count, time_graphs_side_by_side_ms
     defaults = gemv_module.PERSISTENT_ROW_CHUNKED, gemv_module.ROW_CHUNKED_LAUNCH
     gemv_module.PERSISTENT_ROW_CHUNKED = True
@@ -1177,7 +1168,6 @@ if "pdl" in parts:
     # A/B and its batch sweep. Run45 and run46 ran this part as fefc6aa and ca1fa52 have it, with early releases and
     # L2 prefetches before the wait; run10 (bf9283d) timed PDL on the tiled GEMVs of the time, many waves a launch:
     # slower.
-    from flashcore import _pdl
     default = _pdl.ENABLED
 
     def pdl_setting(enabled):
@@ -1197,7 +1187,6 @@ if "cap" in parts:
     # attention, the projection chain, GEMV rows, the engine and its batch sweep. Run51 timed the hold as a patch in
     # this part (ecd666b's dev_probe), beside early releases without it.
     import ctypes
-    from flashcore import _pdl
     libcuda = ctypes.CDLL("libcuda.so.1")
     default = _pdl.RELEASE_EARLY
 
@@ -1246,7 +1235,6 @@ if "prefetch" in parts:
     # Released early (batch 1), each persistent GEMV asks L2 for its first weight tiles (PREFETCH_TILES) while it
     # sits at its wait, against asking for nothing: the chain and GEMV rows over tile counts, then the engine. Run53
     # (bdbf330's part) also had decode's split kernel ask for its first key/value blocks (PREFETCH_KV_BLOCKS).
-    from flashcore import _pdl
     default = _pdl.PREFETCH_TILES
 
     def prefetch_setting(tiles):
@@ -1284,7 +1272,6 @@ if "tiledearly" in parts:
     # batch_config's launches released right after their wait and held to the programs per SM they need
     # (gemv.TILED_RELEASE_EARLY, off until measured) against released at exit: bits of plain, residual and SiLU
     # launches, GEMV rows at 2 / 4 / 8 rows, the engine's batch sweep; alternated twice.
-    import flashcore.ops.gemv as gemv_module
     default = gemv_module.TILED_RELEASE_EARLY
 
     def tiled_early(on):
@@ -1303,8 +1290,6 @@ if "early2" in parts:
     # asking L2 for their first weight tile at their wait (gemv.TILED_PREFETCH_MAX_ROWS; run64 ran it as an on/off
     # switch, at 0732d86), against neither: bits of GEMV launches at 2 / 4 / 8 rows, then GEMV rows at 1 / 2 / 8
     # rows and the batch sweep, alternated twice.
-    from flashcore import _pdl
-    import flashcore.ops.gemv as gemv_module
     defaults = _pdl.EARLY_MAX_BATCH, gemv_module.TILED_PREFETCH_MAX_ROWS
 
     def early2(max_batch, prefetch_rows):
@@ -1316,6 +1301,7 @@ if "early2" in parts:
     chain_and_gemv_alternated("early2", variants, rows_m=(1, 2, 8))
     batch_sweep_alternated("early2", variants, (1, 2, 4, 8, 16, 32))
     early2(*defaults)()
+
 
 def residual_error(n, k, m, **labels):
     """One GEMV with a residual (y = r + x W^T) on random fp16 inputs against float64, beside F.linear's own error:
@@ -1333,9 +1319,6 @@ def tiled_launches(overrides, tiles=None):
     """A variant for the *_alternated helpers: batch_config's tiled launches of 3+ 16-bit rows without a norm,
     released early, at other settings, (N, K) -> (BLOCK_N, BLOCK_K, SPLIT_K, stages), each held to the programs an
     SM its grid needs; `tiles`: _pdl.PREFETCH_TILES (None: the shipped one). Every other launch is the shipped one."""
-    from flashcore import _pdl
-    import flashcore.ops.gemv as gemv_module
-
     def tiled_early_launch(rows, n, k, sixteen_bit, has_norm, sms):
         if (n, k) in overrides and rows >= 3 and sixteen_bit and not has_norm:
             block_n, block_k, split_k, stages = overrides[(n, k)]
@@ -1347,13 +1330,8 @@ def tiled_launches(overrides, tiles=None):
                     setattr(_pdl, "PREFETCH_TILES", SHIPPED_PREFETCH_TILES if tiles is None else tiles))
 
 
-def _shipped_tiled_settings():
-    from flashcore import _pdl
-    import flashcore.ops.gemv as gemv_module
-    return gemv_module.tiled_early_launch, _pdl.PREFETCH_TILES
-
-
-SHIPPED_TILED_EARLY_LAUNCH, SHIPPED_PREFETCH_TILES = _shipped_tiled_settings()  # what tiled_launches replaces
+# what tiled_launches replaces
+SHIPPED_TILED_EARLY_LAUNCH, SHIPPED_PREFETCH_TILES = gemv_module.tiled_early_launch, _pdl.PREFETCH_TILES
 
 
 if "tiledgrid" in parts:
@@ -1399,7 +1377,7 @@ if "splitk" in parts:
     # and the last slice of each column block to arrive reads the others' partials back from L2 and sums them, a
     # serial tail the one-row kernel (all of K a program) does not have. K unsplit at 16-wide blocks (256 / 384
     # programs, 2 / 3 an SM) with 256- or 512-deep tiles, or split in 2; the shipped launch beside them. Error
-    # against float64 with a residual, then GEMV rows at M = 4 / 8 beside cuBLAS, alternated twice.
+    # against float64 with a residual, then GEMV rows at M = 1 / 8 beside cuBLAS, alternated twice.
     variants = {"base": tiled_launches({})}
     for name, setting in (("n16k256s4", (16, 256, 1, 4)), ("n16k512s3", (16, 512, 1, 3)),
                           ("n16k128s6", (16, 128, 1, 6)), ("n32k256split2", (32, 256, 2, 3))):
@@ -1531,7 +1509,6 @@ if "flags" in parts:
     # tiles (a shorter tail: QKV's 1536 tiles of 4 rows make 11.6 tiles a program) or 2 programs an SM. QKV (with
     # its RMSNorm) over rotated weights, then the engine at 512 and 2048, alternated twice.
     import flashcore.decode as decode_module
-    import flashcore.ops.gemv as gemv_module
     from integration.timing import rotation_count, time_graph_ms
     settings = {"default": {}, "v-with-k": {(decode_module, "DECODE_LOAD_V_WITH_K"): True},
                 "row bn2": {(gemv_module, "ROW_BLOCK_N"): 2}, "row p2": {(gemv_module, "ROW_PROGRAMS_PER_SM"): 2}}
