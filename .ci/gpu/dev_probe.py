@@ -1315,12 +1315,13 @@ def residual_error(n, k, m, **labels):
     return dict(labels, shape=f"{n}x{k}", M=m, err=err, torch_err=torch_err, ok=within_rule(err, torch_err))
 
 
-def tiled_launches(overrides, tiles=None):
-    """A variant for the *_alternated helpers: batch_config's tiled launches of 3+ 16-bit rows without a norm,
-    released early, at other settings, (N, K) -> (BLOCK_N, BLOCK_K, SPLIT_K, stages), each held to the programs an
-    SM its grid needs; `tiles`: _pdl.PREFETCH_TILES (None: the shipped one). Every other launch is the shipped one."""
+def tiled_launches(overrides, tiles=None, max_rows=None):
+    """A variant for the *_alternated helpers: batch_config's tiled launches of 3+ 16-bit rows (up to max_rows)
+    without a norm, released early, at other settings, (N, K) -> (BLOCK_N, BLOCK_K, SPLIT_K, stages), each held to
+    the programs an SM its grid needs; `tiles`: _pdl.PREFETCH_TILES (None: the shipped one). Every other launch is
+    the shipped one."""
     def tiled_early_launch(rows, n, k, sixteen_bit, has_norm, sms):
-        if (n, k) in overrides and rows >= 3 and sixteen_bit and not has_norm:
+        if (n, k) in overrides and 3 <= rows <= (max_rows or rows) and sixteen_bit and not has_norm:
             block_n, block_k, split_k, stages = overrides[(n, k)]
             config = triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split_k}, num_warps=4,
                                    num_stages=stages)
@@ -1376,12 +1377,13 @@ if "splitk" in parts:
     # The M = 8 / M = 1 misses (4096x4096 1.172x, 6144x4096 1.161x at 7137894): the tiled launch splits K in 4 (2),
     # and the last slice of each column block to arrive reads the others' partials back from L2 and sums them, a
     # serial tail the one-row kernel (all of K a program) does not have. K unsplit at 16-wide blocks (256 / 384
-    # programs, 2 / 3 an SM) with 256- or 512-deep tiles, or split in 2; the shipped launch beside them. Error
-    # against float64 with a residual, then GEMV rows at M = 1 / 8 beside cuBLAS, alternated twice.
+    # programs, 2 / 3 an SM) with 128- to 512-deep tiles, or split in 2, up to 8 rows; the shipped launch beside them.
+    # Error against float64 with a residual, GEMV rows at M = 1 / 4 / 8 beside cuBLAS, then the engine's batch 4 and
+    # 8 steps (its O and QKV launches), alternated twice.
     variants = {"base": tiled_launches({})}
     for name, setting in (("n16k256s4", (16, 256, 1, 4)), ("n16k512s3", (16, 512, 1, 3)),
                           ("n16k128s6", (16, 128, 1, 6)), ("n32k256split2", (32, 256, 2, 3))):
-        variants[name] = tiled_launches({(4096, 4096): setting, (6144, 4096): setting})
+        variants[name] = tiled_launches({(4096, 4096): setting, (6144, 4096): setting}, max_rows=8)
     checks = results["splitk_error"] = []
     for name, put_in_place in variants.items():
         put_in_place()
@@ -1392,11 +1394,12 @@ if "splitk" in parts:
     for repeat in range(2):
         for name, put_in_place in variants.items():
             put_in_place()
-            for r in kernel_bench.gemv_rows(bw, shapes=((4096, 4096), (6144, 4096)), rows_m=(1, 8)):
+            for r in kernel_bench.gemv_rows(bw, shapes=((4096, 4096), (6144, 4096)), rows_m=(1, 4, 8)):
                 gemvs.append(dict(r, variant=name, repeat=repeat))
                 log(f"splitk {name:14s} {r['shape']:>10s} M={r['M']}: {r['flashcore_us']:6.2f} us "
                     f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:6.2f}")
             save()
+    batch_sweep_alternated("splitk", variants, (4, 8))
     tiled_launches({})()
 
 if "python" in parts:
