@@ -267,7 +267,6 @@ def _engine_lines(results):
         lines.append("time to first token, engine against HF generate() with SDPA: " + ", ".join(
             f"{length:,}: {paths['flashcore-engine']:.1f} ms against {paths['hf-sdpa']:.1f}"
             for length, paths in sorted(compared.items())))
-    lines += _gemv_reference_lines(results)
     kv = results.get("kv_cache_bytes")
     if kv:
         lines.append(f"KV cache of one {kv.get('cache_len', '')}-token sequence: {kv['gqa'] / 2**20:.0f} MiB with GQA, "
@@ -289,7 +288,7 @@ def decode_sweep(results, check_targets):
                            if ours.get("floor_ms") else "")
                         + (f"; fastest SDPA path {sdpa['path']} {sdpa['ms_per_token']:.2f} ms" if sdpa else ""))
     headline.append(f"copy bandwidth {bandwidth:.2f} TB/s" if bandwidth else "copy bandwidth not measured (no GPU)")
-    headline += _engine_lines(results)
+    headline += _engine_lines(results) + _gemv_reference_lines(results)
     if not check_targets:
         return _summary(headline, [])
     missed = (_engine_misses(results) + _batch_misses(results) + _first_token_misses(results)

@@ -131,8 +131,8 @@ def layers_and_outputs_without_pdl():
 def test_engine_is_bitwise_the_same_with_pdl(pdl_setting, layers_and_outputs_without_pdl, setting):
     """8B-shaped layers at batch 1, 2 and 3: the persistent GEMVs, the tiled one and the RMSNorm kernel in turn,
     with releases at exit only, early ones, and early ones asking L2 for weights before their waits (the tiled
-    GEMV's up to gemv.TILED_PREFETCH_MAX_ROWS), against no PDL. Released early, each GEMV fits exactly its programs per SM on an SM: more would
-    let the next kernel's programs crowd, fewer would run its grid in two waves."""
+    GEMV's up to gemv.TILED_PREFETCH_MAX_ROWS), against no PDL. Released early, each GEMV fits exactly its programs
+    per SM on an SM: more would let the next kernel's programs crowd, fewer would run its grid in two waves."""
     model, expected = layers_and_outputs_without_pdl
     for batch, (tokens, logits) in engine_outputs(model, setting).items():
         assert torch.equal(tokens, expected[batch][0]), batch
