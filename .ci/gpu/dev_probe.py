@@ -47,7 +47,9 @@ against one sized to the cache), tiledearly (batch_config's launches released ea
 exit: bits, GEMV rows at 2-8 rows, the batch sweep), early2 (every one-wave kernel of the batch-2 step released early
 and held, and the tiled launches released early asking L2 for a first weight tile: bits, GEMV rows, batch sweep),
 tiledgrid (batch_config's launches at other blocks, stages and prefetch depths, released early and held: error, GEMV
-rows at 4 and 8 rows beside cuBLAS, the batch sweep).
+rows at 4 and 8 rows beside cuBLAS, the batch sweep), splitk (the tiled launch up to 8 rows with K unsplit or split in
+2: error, GEMV rows at 1, 4 and 8 rows, the batch 4 and 8 steps), overlap (GEMV rows at 1-8 rows without PDL,
+with PDL released at exit, and as shipped: what overlapping its neighbours gives each launch).
 Parts tma (the TMA prefill kernel; run10 also timed PDL on the tiled GEMVs of the time), contig (decode splits over
 runs of consecutive key blocks), merge (the merge inside the split kernel), norm (wide, pipelined RMSNorm prologue
 loads in the batch GEMV) and pbatch (a persistent batch GEMV for 2-32 rows against batch_config's tiled launch)
@@ -1401,6 +1403,30 @@ if "splitk" in parts:
             save()
     batch_sweep_alternated("splitk", variants, (4, 8))
     tiled_launches({})()
+
+if "overlap" in parts:
+    # What the M = 8 / M = 1 ratio is made of (run68: neither an unsplit K nor a 2-way split brings 4096x4096 M = 8
+    # under 1.15x M = 1). Alone and cold (Nsight Compute, run59) M = 8 costs what M = 1 does; back to back in a
+    # graph each launch overlaps its neighbours through PDL. GEMV rows with PDL off (each launch starts when the
+    # previous one has ended), on but released at exit, and as shipped (released at the wait, held, first tile
+    # asked of L2), alternated twice.
+    default_enabled, default_early = _pdl.ENABLED, _pdl.RELEASE_EARLY
+
+    def pdl_variant(enabled, early):
+        return lambda: (setattr(_pdl, "ENABLED", enabled), setattr(_pdl, "RELEASE_EARLY", early))
+
+    variants = {"off": pdl_variant(False, False), "exit": pdl_variant(True, False),
+                "shipped": pdl_variant(default_enabled, default_early)}
+    gemvs = results["overlap_gemv"] = []
+    for repeat in range(2):
+        for name, put_in_place in variants.items():
+            put_in_place()
+            for r in kernel_bench.gemv_rows(bw, shapes=((4096, 4096), (6144, 4096)), rows_m=(1, 2, 4, 8)):
+                gemvs.append(dict(r, variant=name, repeat=repeat))
+                log(f"overlap {name:8s} {r['shape']:>10s} M={r['M']}: {r['flashcore_us']:6.2f} us "
+                    f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:6.2f}")
+            save()
+    _pdl.ENABLED, _pdl.RELEASE_EARLY = default_enabled, default_early
 
 if "python" in parts:
     # Decode attention from Python as notebook 04 now times it (back-to-back calls over rotated caches) beside
