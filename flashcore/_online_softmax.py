@@ -1,9 +1,23 @@
-"""The online-softmax step that the prefill and decode kernels share (FlashAttention-2): fold one key/value
-block into the running (row max, denominator, accumulator), and the closing normalisation."""
+"""What the prefill and decode kernels share: a sequence's valid key range, and the online-softmax step
+(FlashAttention-2): fold one key/value block into the running (row max, denominator, accumulator), and the closing
+normalisation."""
 import triton
 import triton.language as tl
 
 LOG2E = 1.4426950408889634  # scores are kept in the log2 domain, where exp2 is the fast instruction
+
+
+@triton.jit
+def valid_key_range(KvLens, KvStart, off_b, kv_len, HAS_KV_LENS: tl.constexpr, HAS_KV_START: tl.constexpr):
+    """The keys sequence off_b may see, [kv_lo, kv_hi): its kv_lens entry capped at the cache's kv_len (all of it
+    without one), from its kv_start entry (left padding; 0 without one, and never below 0)."""
+    kv_hi = kv_len
+    if HAS_KV_LENS:
+        kv_hi = tl.minimum(tl.load(KvLens + off_b), kv_len)
+    kv_lo = 0
+    if HAS_KV_START:
+        kv_lo = tl.maximum(tl.load(KvStart + off_b), 0)
+    return kv_lo, kv_hi
 
 
 @triton.jit

@@ -23,7 +23,8 @@ import triton.language as tl
 
 from flashcore import _pdl, _validate
 from flashcore._launch import FastLaunch, int_key, pointer_key
-from flashcore._online_softmax import LOG2E, accumulate, attend_block, finish, softmax_step
+from flashcore._online_softmax import (LOG2E, accumulate, attend_block, finish, softmax_step,
+                                       valid_key_range)
 from flashcore._pdl import wait_for_previous_kernel
 from flashcore.ops.rope_append import check_tables, rotate
 
@@ -92,12 +93,7 @@ def _decode_split_kernel(
     off_b = off_bh // kv_heads
     off_hkv = off_bh % kv_heads
 
-    kv_hi = kv_len
-    if HAS_KV_LENS:
-        kv_hi = tl.minimum(tl.load(KvLens + off_b), kv_len)
-    kv_lo = 0
-    if HAS_KV_START:
-        kv_lo = tl.maximum(tl.load(KvStart + off_b), 0)
+    kv_lo, kv_hi = valid_key_range(KvLens, KvStart, off_b, kv_len, HAS_KV_LENS, HAS_KV_START)
 
     offs_h = tl.arange(0, BLOCK_H)  # query heads of this KV group (padded up to a dot-friendly 16)
     offs_n = tl.arange(0, BLOCK_N)

@@ -15,7 +15,7 @@ import triton.language as tl
 
 from flashcore import _validate
 from flashcore._launch import FastLaunch, int_key, pointer_key
-from flashcore._online_softmax import LOG2E, attend_block, finish
+from flashcore._online_softmax import LOG2E, attend_block, finish, valid_key_range
 
 
 @triton.jit
@@ -63,12 +63,7 @@ def _prefill_fwd_kernel(
     off_hkv = off_hq // GROUP_SIZE
 
     # Valid keys of this sequence: [kv_lo, kv_hi). Queries sit at the last q_len positions of it.
-    kv_hi = kv_len
-    if HAS_KV_LENS:
-        kv_hi = tl.minimum(tl.load(KvLens + off_b), kv_len)
-    kv_lo = 0
-    if HAS_KV_START:
-        kv_lo = tl.maximum(tl.load(KvStart + off_b), 0)
+    kv_lo, kv_hi = valid_key_range(KvLens, KvStart, off_b, kv_len, HAS_KV_LENS, HAS_KV_START)
 
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
