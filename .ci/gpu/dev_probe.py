@@ -236,13 +236,19 @@ def chain_and_gemv_alternated(label, variants, rows_m=(1, 8), repeats=2):
             save()
     del weights, model
     release()
+    gemv_rows_alternated(label, variants, kernel_bench.GEMV_SHAPES_8B, rows_m, repeats)
+
+
+def gemv_rows_alternated(label, variants, shapes, rows_m, repeats=2):
+    """GEMV rows (beside cuBLAS) of each [N, K] shape at each M under each variant (name -> a function that puts it
+    in place), the variants alternated `repeats` times; rows go to results[f"{label}_gemv"], saved as they come."""
     gemvs = results[f"{label}_gemv"] = []
     for repeat in range(repeats):
         for name, put_in_place in variants.items():
             put_in_place()
-            for r in kernel_bench.gemv_rows(bw, rows_m=rows_m):
+            for r in kernel_bench.gemv_rows(bw, shapes=shapes, rows_m=rows_m):
                 gemvs.append(dict(r, variant=name, repeat=repeat))
-                log(f"{label} gemv {name:5s} {r['shape']:>12s} M={r['M']}: {r['flashcore_us']:6.2f} us "
+                log(f"{label} gemv {name:14s} {r['shape']:>12s} M={r['M']}: {r['flashcore_us']:6.2f} us "
                     f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:6.2f}")
             save()
 
@@ -1361,16 +1367,8 @@ if "tiledgrid" in parts:
         checks += [residual_error(n, k, m, variant=name)
                    for n, k in ((28672, 4096), (4096, 4096), (1024, 4096)) for m in (4, 8)]
     log(f"tiledgrid {sum(c['ok'] for c in checks)}/{len(checks)} residual launches within 2x F.linear's error")
-    gemvs = results["tiledgrid_gemv"] = []
-    shapes = ((4096, 4096), (28672, 4096), (1024, 4096), (6144, 4096), (14336, 4096), (4096, 14336))
-    for repeat in range(2):
-        for name, put_in_place in variants.items():
-            put_in_place()
-            for r in kernel_bench.gemv_rows(bw, shapes=shapes, rows_m=(4, 8)):
-                gemvs.append(dict(r, variant=name, repeat=repeat))
-                log(f"tiledgrid gemv {name:8s} {r['shape']:>11s} M={r['M']}: {r['flashcore_us']:6.2f} us "
-                    f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:6.2f}")
-            save()
+    gemv_rows_alternated("tiledgrid", variants, ((4096, 4096), (28672, 4096), (1024, 4096), (6144, 4096),
+                                                 (14336, 4096), (4096, 14336)), (4, 8))
     engine_variants = {name: variants[name] for name in ("base", "o32", "o64s4", "o64k256", "pf2")}
     batch_sweep_alternated("tiledgrid", engine_variants, (4, 8, 16, 32))
     tiled_launches({})()
@@ -1392,15 +1390,7 @@ if "splitk" in parts:
         checks += [residual_error(n, k, 8, variant=name) for n, k in ((4096, 4096), (6144, 4096))]
     log(f"splitk {sum(c['ok'] for c in checks)}/{len(checks)} residual launches within 2x F.linear's error")
     save()
-    gemvs = results["splitk_gemv"] = []
-    for repeat in range(2):
-        for name, put_in_place in variants.items():
-            put_in_place()
-            for r in kernel_bench.gemv_rows(bw, shapes=((4096, 4096), (6144, 4096)), rows_m=(1, 4, 8)):
-                gemvs.append(dict(r, variant=name, repeat=repeat))
-                log(f"splitk {name:14s} {r['shape']:>10s} M={r['M']}: {r['flashcore_us']:6.2f} us "
-                    f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:6.2f}")
-            save()
+    gemv_rows_alternated("splitk", variants, ((4096, 4096), (6144, 4096)), (1, 4, 8))
     batch_sweep_alternated("splitk", variants, (4, 8))
     tiled_launches({})()
 
@@ -1417,15 +1407,7 @@ if "overlap" in parts:
 
     variants = {"off": pdl_variant(False, False), "exit": pdl_variant(True, False),
                 "shipped": pdl_variant(default_enabled, default_early)}
-    gemvs = results["overlap_gemv"] = []
-    for repeat in range(2):
-        for name, put_in_place in variants.items():
-            put_in_place()
-            for r in kernel_bench.gemv_rows(bw, shapes=((4096, 4096), (6144, 4096)), rows_m=(1, 2, 4, 8)):
-                gemvs.append(dict(r, variant=name, repeat=repeat))
-                log(f"overlap {name:8s} {r['shape']:>10s} M={r['M']}: {r['flashcore_us']:6.2f} us "
-                    f"({r['bandwidth_fraction']:.0%}) cublas {r['cublas_us']:6.2f}")
-            save()
+    gemv_rows_alternated("overlap", variants, ((4096, 4096), (6144, 4096)), (1, 2, 4, 8))
     _pdl.ENABLED, _pdl.RELEASE_EARLY = default_enabled, default_early
 
 if "python" in parts:
